@@ -1,0 +1,612 @@
+"""Sources -> one validated manifest -> ``tf.data`` pipelines.
+
+Every source (``synthetic``, ``folder``, ``isic``, ``sample``) ends in the same
+:class:`Manifest`: one row per usable image with its ``path``, ``label``
+(0 benign, 1 malignant), ``split`` (``train`` / ``val`` / ``test``), the
+``sha1`` of the file and a 64-bit perceptual hash (``phash``), plus a
+validation ``report`` that lists every file that was converted or excluded,
+and why. Nothing is dropped silently.
+
+Rules applied to every file:
+
+* unreadable, truncated or non-image files are excluded;
+* grayscale, RGBA, palette, CMYK, 16-bit and formats TensorFlow cannot decode
+  (TIFF, WebP, ...) are converted to an 8-bit RGB PNG in ``work_dir``; the
+  manifest points at the converted copy and keeps ``original_path``;
+* images smaller than ``min_side`` on their short side are excluded; images
+  smaller than the training size are kept and noted as upscaled;
+* exact duplicates (same sha1) are kept once; copies of one image with
+  conflicting labels are all excluded;
+* near duplicates (perceptual hashes within ``near_duplicate_bits``) never
+  straddle splits: splits made here keep each duplicate group together, and
+  when the source brings its own train/test split, test images that
+  duplicate a training image are removed from test.
+
+Splits: the source's own train/test when it has one, else a stratified
+``test_fraction`` (0.3, as the paper) test split; validation is a
+stratified ``val_fraction`` (0.2) of train. All seeded.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+from . import config, synthetic
+
+CLASS_NAMES = ("benign", "malignant")
+SPLITS = ("train", "val", "test")
+SOURCES = ("synthetic", "folder", "isic", "sample")
+MANIFEST_COLUMNS = ("path", "label", "split", "sha1", "phash", "width", "height", "original_path", "note")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+#: Formats and modes the tf.data decoder reads as they are.
+_DIRECT_FORMATS = {"JPEG", "PNG"}
+_ISIC_LABEL_COLUMNS = ("benign_malignant", "diagnosis_1")
+
+
+class DataError(ValueError):
+    """The data cannot be used; the message says what was expected and how to fix it."""
+
+
+# --------------------------------------------------------------------------- candidates
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """A file a source proposes, before validation."""
+
+    path: Path
+    label: int
+    split: str | None = None  # the source's own split, when it has one
+
+
+@dataclasses.dataclass
+class Report:
+    """Files converted or excluded while building a manifest."""
+
+    rows: list = dataclasses.field(default_factory=list)
+
+    def add(self, path, status: str, reason: str) -> None:
+        self.rows.append({"path": str(path), "status": status, "reason": reason})
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=["path", "status", "reason"])
+
+    def excluded(self) -> pd.DataFrame:
+        frame = self.frame()
+        return frame[frame.status == "excluded"].reset_index(drop=True)
+
+
+def _class_dirs(folder: Path) -> dict[str, Path]:
+    """Sub-folders of ``folder`` by lower-case name."""
+    return {p.name.lower(): p for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.startswith(".")}
+
+
+def _files_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file())
+
+
+def _folder_candidates(root: Path, report: Report) -> list[Candidate]:
+    """``root/{benign,malignant}`` or ``root/{train,test}/{benign,malignant}``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(
+            f"Data folder {root} does not exist. Expected a folder with benign/ and malignant/ "
+            "sub-folders (optionally under train/ and test/). Download the dataset first or "
+            "set KD_DATA_DIR."
+        )
+    subdirs = _class_dirs(root)
+    # A zip often unpacks into one extra folder level: look through it.
+    while len(subdirs) == 1 and not (set(subdirs) & {"train", "test", *CLASS_NAMES}):
+        root = next(iter(subdirs.values()))
+        subdirs = _class_dirs(root)
+    if "train" in subdirs or "test" in subdirs:
+        missing = [s for s in ("train", "test") if s not in subdirs]
+        if missing:
+            raise DataError(
+                f"{root} has a {'train' if 'test' in missing else 'test'}/ folder but no "
+                f"{missing[0]}/ folder. Provide both train/ and test/, or put benign/ and "
+                "malignant/ directly in the folder to let the project split it."
+            )
+        groups = [(split, subdirs[split]) for split in ("train", "test")]
+        for name, path in subdirs.items():
+            if name not in ("train", "test"):
+                report.add(path, "excluded", "unknown folder (expected train/ and test/)")
+    else:
+        groups = [(None, root)]
+    candidates = []
+    for split, folder in groups:
+        classes = _class_dirs(folder)
+        found = ", ".join(f"{n}/" for n in classes) or "no sub-folders"
+        missing = [c for c in CLASS_NAMES if c not in classes]
+        if missing:
+            raise DataError(
+                f"Expected class folders benign/ and malignant/ in {folder}, found {found}; "
+                f"missing: {', '.join(missing)}. Put each image in the folder of its class."
+            )
+        for name, path in classes.items():
+            if name not in CLASS_NAMES:
+                report.add(path, "excluded", f"unknown class folder {path.name!r} (expected benign or malignant)")
+        for label, name in enumerate(CLASS_NAMES):
+            for file in _files_in(classes[name]):
+                candidates.append(Candidate(file, label, split))
+        for file in folder.iterdir():
+            if file.is_file():
+                report.add(file, "excluded", "file outside a class folder")
+    return candidates
+
+
+def _isic_label(value) -> int | None:
+    text = str(value).strip().lower() if isinstance(value, str) else ""
+    return {"benign": 0, "malignant": 1}.get(text)
+
+
+def _isic_candidates(root: Path, report: Report) -> list[Candidate]:
+    """Images written by ``isic image download`` with their ``metadata.csv``."""
+    root = Path(root)
+    meta_path = root / "metadata.csv"
+    if not meta_path.is_file():
+        raise DataError(
+            f"No metadata.csv in {root}. Download with `isic image download --search ... DIR` "
+            "(see kd_utils.data.download_isic), which writes the images and metadata.csv."
+        )
+    meta = pd.read_csv(meta_path, dtype=str, keep_default_na=False)
+    column = next((c for c in _ISIC_LABEL_COLUMNS if c in meta.columns), None)
+    if "isic_id" not in meta.columns or column is None:
+        raise DataError(
+            f"{meta_path} must have an isic_id column and one of {', '.join(_ISIC_LABEL_COLUMNS)}; "
+            f"found columns: {', '.join(meta.columns)}."
+        )
+    candidates = []
+    for isic_id, raw_label in zip(meta["isic_id"], meta[column]):
+        matches = [root / f"{isic_id}{ext}" for ext in (".jpg", ".jpeg", ".JPG", ".png")]
+        file = next((m for m in matches if m.is_file()), None)
+        label = _isic_label(raw_label)
+        if label is None:
+            report.add(root / f"{isic_id}.jpg", "excluded", f"{column}={raw_label!r} is neither benign nor malignant")
+        elif file is None:
+            report.add(root / f"{isic_id}.jpg", "excluded", "listed in metadata.csv but the image file is missing")
+        else:
+            candidates.append(Candidate(file, label))
+    return candidates
+
+
+def _sample_candidates(root: Path, report: Report) -> list[Candidate]:
+    """The bundled CC0 ISIC sample: ``labels.csv`` with filename and label."""
+    root = Path(root)
+    labels = pd.read_csv(root / "labels.csv")
+    candidates = []
+    for name, label in zip(labels["filename"], labels["label"]):
+        if int(label) not in (0, 1):
+            report.add(root / name, "excluded", f"label {label!r} is neither 0 (benign) nor 1 (malignant)")
+        else:
+            candidates.append(Candidate(root / name, int(label)))
+    return candidates
+
+
+def download_isic(out_dir, search: str = "benign_malignant:benign OR benign_malignant:malignant", limit: int = 10000):
+    """Download ISIC Archive images and metadata.csv with ``isic-cli``.
+
+    Needs network (run it on Colab) and ``pip install isic-cli``. Returns the
+    folder, ready for ``build_manifest("isic", out_dir)``.
+    """
+    exe = shutil.which("isic")
+    if exe is None:
+        raise DataError("The `isic` command is missing: `pip install isic-cli`, then run this again.")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [exe, "image", "download", "--search", search, "--limit", str(limit), str(out_dir)], check=True
+    )
+    return out_dir
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def perceptual_hash(image: Image.Image) -> str:
+    """64-bit DCT hash (pHash) as 16 hex digits: robust to resizing and re-encoding."""
+    from scipy.fft import dctn
+
+    gray = np.asarray(image.convert("L").resize((32, 32), Image.Resampling.LANCZOS), dtype=np.float64)
+    low = dctn(gray, type=2, norm="ortho")[:8, :8]
+    bits = (low > np.median(low)).ravel()
+    return f"{int(''.join('1' if b else '0' for b in bits), 2):016x}"
+
+
+def hamming_matrix(hashes_a, hashes_b) -> np.ndarray:
+    """Bit distance between every pair of hex hashes (rows: a, columns: b)."""
+    a = np.array([int(h, 16) for h in hashes_a], dtype=np.uint64)
+    b = np.array([int(h, 16) for h in hashes_b], dtype=np.uint64)
+    return np.bitwise_count(a[:, None] ^ b[None, :]).astype(np.int64)
+
+
+def _to_rgb8(image: Image.Image) -> Image.Image:
+    """8-bit RGB from any Pillow mode, rescaling 16/32-bit data instead of clipping it."""
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        arr = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        if image.mode == "F":
+            top = max(float(arr.max()), 1.0) if arr.max() > 1.0 else 1.0
+        arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, "L").convert("RGB")
+    if image.mode in ("P", "PA", "LA", "RGBA", "La"):
+        return image.convert("RGBA").convert("RGB")
+    return image.convert("RGB")
+
+
+@dataclasses.dataclass
+class _Checked:
+    candidate: Candidate
+    status: str  # ok | converted | excluded
+    reason: str = ""
+    path: Path | None = None
+    sha1: str = ""
+    phash: str = ""
+    width: int = 0
+    height: int = 0
+
+
+def _check_file(candidate: Candidate, work_dir: Path, min_side: int, image_size: int) -> _Checked:
+    path = candidate.path
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        return _Checked(candidate, "excluded", f"cannot read file: {err}")
+    sha1 = hashlib.sha1(data).hexdigest()
+    try:
+        with Image.open(path) as image:
+            fmt, mode = image.format, image.mode
+            image.load()  # raises on truncated data
+            width, height = image.size
+            if min(width, height) < min_side:
+                return _Checked(candidate, "excluded", f"too small: {width}x{height} < {min_side} px", sha1=sha1)
+            needs_conversion = fmt not in _DIRECT_FORMATS or mode != "RGB"
+            rgb = _to_rgb8(image) if needs_conversion else image
+            phash = perceptual_hash(rgb)
+            out_path, status, reason = path, "ok", ""
+            if needs_conversion:
+                work_dir.mkdir(parents=True, exist_ok=True)
+                out_path = work_dir / f"{sha1}.png"
+                if not out_path.exists():
+                    rgb.save(out_path, format="PNG")
+                status, reason = "converted", f"converted {fmt} {mode} to 8-bit RGB PNG"
+    except UnidentifiedImageError:
+        return _Checked(candidate, "excluded", "not an image (unknown format)", sha1=sha1)
+    except (OSError, SyntaxError, ValueError) as err:
+        return _Checked(candidate, "excluded", f"unreadable or truncated image: {err}", sha1=sha1)
+    if min(width, height) < image_size:
+        reason = "; ".join(filter(None, [reason, f"upscaled from {width}x{height}"]))
+    return _Checked(candidate, status, reason, out_path, sha1, phash, width, height)
+
+
+def _check_all(candidates, work_dir, min_side, image_size, workers=None) -> list[_Checked]:
+    workers = workers or min(8, os.cpu_count() or 1)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(lambda c: _check_file(c, work_dir, min_side, image_size), candidates))
+
+
+# --------------------------------------------------------------------------- duplicates and splits
+
+
+def _groups(phashes: list[str], sha1s: list[str], max_bits: int) -> np.ndarray:
+    """Connected components of 'same sha1 or phash within ``max_bits``' (union-find)."""
+    n = len(phashes)
+    parent = np.arange(n)
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def union(i, j):
+        ri, rj = find(i), find(j)
+        if ri != rj:
+            parent[max(ri, rj)] = min(ri, rj)
+
+    first_by_sha = {}
+    for i, sha in enumerate(sha1s):
+        if sha in first_by_sha:
+            union(first_by_sha[sha], i)
+        else:
+            first_by_sha[sha] = i
+    chunk = 1024
+    for start in range(0, n, chunk):
+        dist = hamming_matrix(phashes[start : start + chunk], phashes)
+        rows, cols = np.nonzero(dist <= max_bits)
+        for r, c in zip(rows + start, cols):
+            if r < c:
+                union(r, c)
+    return np.array([find(i) for i in range(n)])
+
+
+def _stratified_group_split(groups: np.ndarray, labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of the rows that go to the held-out part; groups stay whole."""
+    from sklearn.model_selection import train_test_split
+
+    unique, first = np.unique(groups, return_index=True)
+    group_labels = labels[first]
+    counts = np.bincount(group_labels, minlength=2)
+    if counts.min() < 2:
+        raise DataError(
+            f"Too few images to split: {counts[0]} benign and {counts[1]} malignant distinct images "
+            "after validation. Each class needs at least 2 (in practice hundreds)."
+        )
+    _, held_out = train_test_split(unique, test_size=fraction, stratify=group_labels, random_state=seed)
+    return np.isin(groups, held_out)
+
+
+@dataclasses.dataclass
+class Manifest:
+    """The validated dataset: ``frame`` (one row per image) and ``report``."""
+
+    frame: pd.DataFrame
+    report: pd.DataFrame
+    source: str
+    info: dict = dataclasses.field(default_factory=dict)
+
+    def split(self, name: str) -> pd.DataFrame:
+        if name not in SPLITS:
+            raise ValueError(f"Unknown split {name!r}; expected one of {SPLITS}.")
+        return self.frame[self.frame.split == name].reset_index(drop=True)
+
+    def counts(self) -> pd.DataFrame:
+        """Images per split and class."""
+        table = pd.crosstab(self.frame.split, self.frame.label).reindex(index=list(SPLITS), columns=[0, 1])
+        table = table.fillna(0).astype(int)
+        table.columns = list(CLASS_NAMES)
+        table["total"] = table.sum(axis=1)
+        return table
+
+    def save(self, folder) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.frame.to_csv(folder / "manifest.csv", index=False)
+        self.report.to_csv(folder / "validation_report.csv", index=False)
+        (folder / "manifest.json").write_text(json.dumps({"source": self.source, **self.info}, indent=2))
+        return folder
+
+    @classmethod
+    def load(cls, folder) -> "Manifest":
+        folder = Path(folder)
+        if not (folder / "manifest.csv").is_file():
+            raise FileNotFoundError(
+                f"No manifest in {folder}: run notebooks/01_data_preparation first "
+                "(or kd_utils.data.build_manifest(...).save(folder))."
+            )
+        text = {"path": str, "split": str, "sha1": str, "phash": str, "original_path": str, "note": str}
+        frame = pd.read_csv(folder / "manifest.csv", dtype=text, keep_default_na=False)
+        report = pd.read_csv(folder / "validation_report.csv", dtype=str, keep_default_na=False)
+        info = json.loads((folder / "manifest.json").read_text())
+        return cls(frame=frame, report=report, source=info.pop("source"), info=info)
+
+
+def _candidates(source: str, root, image_size: int, seed: int, synthetic_per_class: int, report: Report):
+    if source == "synthetic":
+        root = root or config.data_dir() / f"synthetic-{image_size}px-{synthetic_per_class}x2-seed{seed}"
+        synthetic.write_dataset(root, synthetic_per_class, image_size, seed)
+        return _folder_candidates(root, report), root
+    if source == "folder":
+        root = root or config.data_dir() / "melanoma_cancer_dataset"
+        return _folder_candidates(root, report), root
+    if source == "isic":
+        root = root or config.data_dir() / "isic"
+        return _isic_candidates(root, report), root
+    if source == "sample":
+        root = root or config.SAMPLE_DIR
+        return _sample_candidates(root, report), root
+    raise ValueError(f"Unknown data source {source!r}; expected one of {', '.join(SOURCES)}.")
+
+
+def build_manifest(
+    source: str,
+    root=None,
+    *,
+    image_size: int = 224,
+    seed: int = 10,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.3,
+    near_duplicate_bits: int = 4,
+    min_side: int = 32,
+    work_dir=None,
+    synthetic_per_class: int = 1000,
+) -> Manifest:
+    """Validate a source's files, remove duplicates, split; see the module docstring."""
+    report = Report()
+    candidates, root = _candidates(source, root, image_size, seed, synthetic_per_class, report)
+    work_dir = Path(work_dir) if work_dir else config.data_dir() / "converted"
+    checked = _check_all(candidates, work_dir, min_side, image_size)
+    for item in checked:
+        if item.status != "ok" or item.reason:
+            report.add(item.candidate.path, "kept" if item.status == "ok" else item.status, item.reason)
+    usable = [c for c in checked if c.status != "excluded"]
+    usable = _drop_exact_duplicates(usable, report)
+    labels = np.array([c.candidate.label for c in usable], dtype=np.int64)
+    counts = np.bincount(labels, minlength=2)
+    if counts.min() == 0:
+        found = f"{counts[0]} benign and {counts[1]} malignant usable images"
+        excluded = len(report.excluded())
+        raise DataError(
+            f"Need images of both classes (benign and malignant) in {root}; found {found}"
+            f" ({excluded} files excluded, see the report). Check the class folders / labels."
+        )
+    groups = _groups([c.phash for c in usable], [c.sha1 for c in usable], near_duplicate_bits)
+    own_split = np.array([c.candidate.split for c in usable], dtype=object)
+    if any(s is not None for s in own_split):
+        split = np.where(own_split == "test", "test", "train").astype(object)
+        keep = _drop_test_leaks(usable, groups, split, report)
+        usable, groups, labels, split = [c for c, k in zip(usable, keep) if k], groups[keep], labels[keep], split[keep]
+    else:
+        split = np.where(_stratified_group_split(groups, labels, test_fraction, seed), "test", "train").astype(object)
+    train = np.flatnonzero(split == "train")
+    val_mask = _stratified_group_split(groups[train], labels[train], val_fraction, seed)
+    split[train[val_mask]] = "val"
+    frame = pd.DataFrame(
+        {
+            "path": [str(c.path) for c in usable],
+            "label": labels,
+            "split": split.astype(str),
+            "sha1": [c.sha1 for c in usable],
+            "phash": [c.phash for c in usable],
+            "width": [c.width for c in usable],
+            "height": [c.height for c in usable],
+            "original_path": [str(c.candidate.path) if c.status == "converted" else "" for c in usable],
+            "note": [c.reason for c in usable],
+        },
+        columns=list(MANIFEST_COLUMNS),
+    )
+    manifest = Manifest(
+        frame=frame,
+        report=report.frame(),
+        source=source,
+        info={
+            "root": str(root),
+            "image_size": image_size,
+            "seed": seed,
+            "val_fraction": val_fraction,
+            "test_fraction": test_fraction,
+            "near_duplicate_bits": near_duplicate_bits,
+            "own_split": bool(any(s is not None for s in own_split)),
+        },
+    )
+    _check_splits(manifest)
+    return manifest
+
+
+def _drop_exact_duplicates(usable: list[_Checked], report: Report) -> list[_Checked]:
+    by_sha: dict[str, list[_Checked]] = {}
+    for item in usable:
+        by_sha.setdefault(item.sha1, []).append(item)
+    kept = []
+    for copies in by_sha.values():
+        if len({c.candidate.label for c in copies}) > 1:
+            for c in copies:
+                report.add(c.candidate.path, "excluded", f"same image as {len(copies) - 1} other file(s) with a conflicting label")
+            continue
+        # Keep a training copy where the source's own split has one.
+        first, *others = sorted(copies, key=lambda c: c.candidate.split == "test")
+        for c in others:
+            report.add(c.candidate.path, "excluded", f"exact duplicate of {first.candidate.path}")
+        kept.append(first)
+    order = {id(item): i for i, item in enumerate(usable)}
+    return sorted(kept, key=lambda c: order[id(c)])
+
+
+def _drop_test_leaks(usable, groups, split, report: Report) -> np.ndarray:
+    """Keep mask: test images in a duplicate group with a training image go."""
+    train_groups = set(groups[split == "train"])
+    keep = np.ones(len(usable), dtype=bool)
+    for i in np.flatnonzero(split == "test"):
+        if groups[i] in train_groups:
+            keep[i] = False
+            partner = next(usable[j].candidate.path for j in np.flatnonzero(groups == groups[i]) if split[j] == "train")
+            report.add(usable[i].candidate.path, "excluded", f"test image near-duplicates training image {partner}")
+    return keep
+
+
+def _check_splits(manifest: Manifest) -> None:
+    counts = manifest.counts()
+    for split in SPLITS:
+        empty = [c for c in CLASS_NAMES if counts.loc[split, c] == 0]
+        if empty:
+            raise DataError(
+                f"The {split} split has no {' or '.join(empty)} images after validation "
+                f"(counts per split:\n{counts}\n). Add images of that class or check the labels."
+            )
+
+
+def near_duplicate_pairs(manifest: Manifest, max_bits: int | None = None) -> pd.DataFrame:
+    """Pairs of images in different splits whose perceptual hashes are within ``max_bits``."""
+    max_bits = manifest.info.get("near_duplicate_bits", 4) if max_bits is None else max_bits
+    frame = manifest.frame
+    dist = hamming_matrix(frame.phash, frame.phash)
+    rows, cols = np.nonzero(np.triu(dist <= max_bits, k=1))
+    pairs = pd.DataFrame({"a": frame.path.values[rows], "b": frame.path.values[cols],
+                          "split_a": frame.split.values[rows], "split_b": frame.split.values[cols],
+                          "bits": dist[rows, cols]})
+    return pairs[pairs.split_a != pairs.split_b].reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- tf.data
+
+
+def load_image(path, image_size: int):
+    """Read, decode (JPEG/PNG, 3 channels) and resize one image; stays uint8."""
+    import tensorflow as tf
+
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    resized = tf.image.resize(image, (image_size, image_size), antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+
+
+def make_dataset(
+    manifest: Manifest,
+    split: str,
+    image_size: int,
+    batch_size: int,
+    *,
+    shuffle: bool | None = None,
+    seed: int = 0,
+    cache: bool | str = True,
+    teacher_logits: np.ndarray | None = None,
+    shuffle_buffer: int = 2048,
+):
+    """Batches of ``(uint8 images, one-hot float labels)`` for one split.
+
+    * ``shuffle`` defaults to True for ``train`` only. The file list is
+      permuted once (seeded) before decoding and a bounded buffer reshuffles
+      every epoch, so memory does not depend on the dataset's size.
+    * ``cache``: True keeps decoded, resized uint8 images in memory after the
+      first epoch; a file path caches on disk instead; False decodes every epoch.
+    * ``teacher_logits`` (one row per image of the split, in manifest order)
+      turns the inputs into ``{"images": ..., "teacher_logits": ...}`` for the
+      :class:`~kd_utils.distillation.Distiller` to skip the teacher.
+    """
+    import tensorflow as tf
+
+    from .distillation import IMAGES_KEY, TEACHER_LOGITS_KEY
+
+    rows = manifest.split(split)
+    if rows.empty:
+        raise DataError(f"The {split} split is empty.")
+    shuffle = (split == "train") if shuffle is None else shuffle
+    order = np.random.default_rng(seed).permutation(len(rows)) if shuffle else np.arange(len(rows))
+    columns = {"path": rows.path.values[order], "label": rows.label.values[order].astype(np.int32)}
+    if teacher_logits is not None:
+        teacher_logits = np.asarray(teacher_logits, dtype=np.float32)
+        if teacher_logits.shape != (len(rows), 2):
+            raise ValueError(f"teacher_logits must have shape ({len(rows)}, 2) for the {split} split; got {teacher_logits.shape}.")
+        columns["teacher_logits"] = teacher_logits[order]
+    ds = tf.data.Dataset.from_tensor_slices(columns)
+
+    def decode(row):
+        out = dict(row)
+        out["image"] = load_image(row["path"], image_size)
+        del out["path"]
+        return out
+
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if cache:
+        ds = ds.cache("" if cache is True else str(cache))
+    if shuffle:
+        ds = ds.shuffle(min(shuffle_buffer, len(rows)), seed=seed, reshuffle_each_iteration=True)
+
+    def to_xy(batch):
+        y = tf.one_hot(batch["label"], 2, dtype=tf.float32)
+        if "teacher_logits" in batch:
+            return {IMAGES_KEY: batch["image"], TEACHER_LOGITS_KEY: batch["teacher_logits"]}, y
+        return batch["image"], y
+
+    return ds.batch(batch_size).map(to_xy, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

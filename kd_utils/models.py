@@ -1,0 +1,204 @@
+"""The teacher, DSNet and the six keras.applications students.
+
+Every model built here
+
+* takes the same input: a batch of raw RGB images, values in [0, 255]
+  (uint8 or float), shape ``(batch, size, size, 3)``;
+* carries its own preprocessing as its first layer (:class:`Preprocess`), so
+  callers never need to know which ``preprocess_input`` a backbone expects;
+* outputs LOGITS (``Dense(2)`` without activation). Apply a softmax for
+  probabilities; the distillation loss needs the logits.
+
+Class 0 is benign, class 1 malignant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import keras
+from keras import layers, ops
+
+NUM_CLASSES = 2
+CLASS_NAMES = ("benign", "malignant")
+
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+class WeightsUnavailableError(RuntimeError):
+    """ImageNet weights were asked for but could not be downloaded."""
+
+
+@keras.saving.register_keras_serializable(package="kd_utils")
+class Preprocess(layers.Layer):
+    """Maps raw RGB in [0, 255] to what a backbone expects. No weights.
+
+    Modes (the same arithmetic as the matching ``keras.applications``
+    ``preprocess_input`` functions):
+
+    * ``caffe`` - RGB to BGR, minus the ImageNet channel means
+      (ResNet50, ResNet101, VGG16);
+    * ``tf``    - scale to [-1, 1] (MobileNet, InceptionV3);
+    * ``none``  - unchanged (EfficientNetB0 normalises inside the backbone);
+    * ``unit``  - scale to [0, 1] (DSNet).
+    """
+
+    MODES = ("caffe", "tf", "none", "unit")
+
+    def __init__(self, mode: str, **kwargs):
+        super().__init__(**kwargs)
+        if mode not in self.MODES:
+            raise ValueError(f"Unknown preprocessing mode {mode!r}; expected one of {self.MODES}.")
+        self.mode = mode
+
+    def call(self, inputs):
+        x = ops.cast(inputs, self.compute_dtype)
+        if self.mode == "caffe":
+            x = ops.flip(x, axis=-1)
+            return x - ops.convert_to_tensor(_CAFFE_MEAN_BGR, dtype=x.dtype)
+        if self.mode == "tf":
+            return x / 127.5 - 1.0
+        if self.mode == "unit":
+            return x / 255.0
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
+
+
+@dataclasses.dataclass(frozen=True)
+class StudentSpec:
+    """How to build one keras.applications backbone."""
+
+    constructor: Callable[..., keras.Model]
+    preprocess: str
+    min_size: int
+
+
+#: The registry of pretrained students (paper, Table 2). The teacher is the
+#: ResNet50 entry with the same head.
+BACKBONES: dict[str, StudentSpec] = {
+    "MobileNet": StudentSpec(keras.applications.MobileNet, "tf", 32),
+    "VGG16": StudentSpec(keras.applications.VGG16, "caffe", 32),
+    "InceptionV3": StudentSpec(keras.applications.InceptionV3, "tf", 75),
+    "EfficientNetB0": StudentSpec(keras.applications.EfficientNetB0, "none", 32),
+    "ResNet50": StudentSpec(keras.applications.ResNet50, "caffe", 32),
+    "ResNet101": StudentSpec(keras.applications.ResNet101, "caffe", 32),
+}
+
+#: Smallest input DSNet accepts: three valid 3x3 convolutions and two poolings
+#: must leave at least one pixel.
+DSNET_MIN_SIZE = 18
+
+
+def _input(image_size: int) -> keras.KerasTensor:
+    return keras.Input(shape=(image_size, image_size, 3), name="image")
+
+
+def _backbone(name: str, image_size: int, weights: str | None) -> keras.Model:
+    spec = BACKBONES[name]
+    if image_size < spec.min_size:
+        raise ValueError(
+            f"{name} needs images of at least {spec.min_size}x{spec.min_size}; got {image_size}. "
+            f"Use a profile with image_size >= {spec.min_size}."
+        )
+    if weights not in (None, "imagenet"):
+        raise ValueError(f"weights must be 'imagenet' or None, got {weights!r}.")
+    try:
+        return spec.constructor(
+            include_top=False, weights=weights, input_shape=(image_size, image_size, 3)
+        )
+    except Exception as err:  # keras raises a bare Exception on URL errors
+        if weights == "imagenet" and _looks_like_download_failure(err):
+            raise WeightsUnavailableError(
+                f"Could not download the ImageNet weights of {name} ({err}). "
+                "This machine seems to have no network access. Either build the model "
+                "with weights=None (the 'cpu' and 'smoke' profiles do), or run where "
+                "the weights can be downloaded (Colab), or copy the weight file into "
+                "~/.keras/models/ beforehand."
+            ) from err
+        raise
+
+
+def _looks_like_download_failure(err: BaseException) -> bool:
+    import urllib.error
+
+    if isinstance(err, (urllib.error.URLError, ConnectionError, TimeoutError)):
+        return True
+    text = str(err)
+    return "URL fetch failure" in text or "HTTP" in text or "urlopen" in text
+
+
+def _classifier_head(x, dropout: float):
+    """The paper's head: GAP -> Dropout(0.5) -> BatchNorm -> Dense(2) logits."""
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.Dropout(dropout, name="head_dropout")(x)
+    x = layers.BatchNormalization(name="head_bn")(x)
+    return layers.Dense(NUM_CLASSES, name="logits")(x)
+
+
+def build_student(
+    name: str,
+    image_size: int = 224,
+    weights: str | None = None,
+    dropout: float = 0.5,
+) -> keras.Model:
+    """A student by name: ``"DSNet"`` or one of :data:`BACKBONES`.
+
+    keras.applications students get the teacher's head on top of the backbone
+    without its classifier.
+    """
+    if name.lower() == "dsnet":
+        return build_dsnet(image_size)
+    if name not in BACKBONES:
+        known = ", ".join(("DSNet", *BACKBONES))
+        raise ValueError(f"Unknown student {name!r}; expected one of: {known}.")
+    inputs = _input(image_size)
+    x = Preprocess(BACKBONES[name].preprocess, name="preprocess")(inputs)
+    x = _backbone(name, image_size, weights)(x)
+    outputs = _classifier_head(x, dropout)
+    return keras.Model(inputs, outputs, name=name.lower())
+
+
+def build_teacher(
+    image_size: int = 224, weights: str | None = "imagenet", dropout: float = 0.5
+) -> keras.Model:
+    """The paper's teacher: ResNet50 + GAP + Dropout(0.5) + BN + Dense(2).
+
+    At 224x224: 23,600,002 parameters, 23,542,786 trainable.
+    """
+    model = build_student("ResNet50", image_size=image_size, weights=weights, dropout=dropout)
+    model.name = "teacher_resnet50"
+    return model
+
+
+def build_dsnet(image_size: int = 224, dropout: float = 0.25) -> keras.Model:
+    """DSNet exactly as the paper: three valid 3x3 convolutions, 268,898 params at 224.
+
+    Conv(128)-MaxPool-Conv(64)-MaxPool-Conv(32)-Dropout(0.25)-Flatten-Dense(2).
+    Inputs are scaled to [0, 1] inside the model (no weights involved).
+    """
+    if image_size < DSNET_MIN_SIZE:
+        raise ValueError(f"DSNet needs images of at least {DSNET_MIN_SIZE}x{DSNET_MIN_SIZE}; got {image_size}.")
+    inputs = _input(image_size)
+    x = Preprocess("unit", name="preprocess")(inputs)
+    x = layers.Conv2D(128, 3, activation="relu", name="conv1")(x)
+    x = layers.MaxPooling2D(2, name="pool1")(x)
+    x = layers.Conv2D(64, 3, activation="relu", name="conv2")(x)
+    x = layers.MaxPooling2D(2, name="pool2")(x)
+    x = layers.Conv2D(32, 3, activation="relu", name="conv3")(x)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    x = layers.Flatten(name="flatten")(x)
+    outputs = layers.Dense(NUM_CLASSES, name="logits")(x)
+    return keras.Model(inputs, outputs, name="dsnet")
+
+
+def count_params(model: keras.Model) -> dict[str, int]:
+    """Total, trainable and non-trainable parameter counts."""
+    trainable = sum(int(ops.size(w)) for w in model.trainable_weights)
+    non_trainable = sum(int(ops.size(w)) for w in model.non_trainable_weights)
+    return {"total": trainable + non_trainable, "trainable": trainable, "non_trainable": non_trainable}

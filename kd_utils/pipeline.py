@@ -1,0 +1,168 @@
+"""The paper's steps as functions of a profile: data, teacher, distilled student.
+
+Notebooks and the command line call these, so a step behaves the same
+wherever it runs. Each training step writes a run folder under
+``artifacts/<profile>/`` (see :mod:`kd_utils.training`) and is skipped when
+the same configuration already finished there.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import keras
+
+from . import config, data, evaluation, models, training
+from .distillation import Distiller
+
+
+def prepare_data(profile: config.Profile, root=None, rebuild: bool = False) -> data.Manifest:
+    """The profile's validated manifest, built once and stored in the artifacts folder."""
+    folder = config.artifacts_dir(profile) / "data"
+    if not rebuild and (folder / "manifest.csv").is_file():
+        return data.Manifest.load(folder)
+    manifest = data.build_manifest(
+        profile.data_source,
+        root,
+        image_size=profile.image_size,
+        seed=profile.seed,
+        val_fraction=profile.val_fraction,
+        test_fraction=profile.test_fraction,
+        synthetic_per_class=profile.synthetic_per_class,
+        work_dir=folder / "converted",
+    )
+    manifest.save(folder)
+    return manifest
+
+
+def datasets(profile: config.Profile, manifest: data.Manifest, batch_size: int | None = None):
+    """``(train, val, test)`` tf.data pipelines at the profile's image size."""
+    batch_size = batch_size or profile.batch_size
+    return tuple(
+        data.make_dataset(manifest, split, profile.image_size, batch_size, seed=profile.seed)
+        for split in data.SPLITS
+    )
+
+
+def _classifier_compile(model: keras.Model, learning_rate: float) -> None:
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+        metrics=[keras.metrics.CategoricalAccuracy()],
+    )
+
+
+def _finish(model, run_dir: Path, run_config: dict, fit_info: dict, test_ds) -> dict:
+    record = {"config": run_config, **fit_info, "test": evaluation.evaluate(model, test_ds)}
+    training.save_record(run_dir, record)
+    return record
+
+
+def train_teacher(profile: config.Profile, manifest: data.Manifest, run_dir=None, verbose: int = 2):
+    """Train (or load, when done) the ResNet50 teacher; returns ``(model, record)``."""
+    run_dir = Path(run_dir or config.artifacts_dir(profile) / "teacher")
+    run_config = {
+        "model": "ResNet50 teacher",
+        "profile": profile.name,
+        "image_size": profile.image_size,
+        "weights": profile.weights,
+        "epochs": profile.teacher_epochs,
+        "batch_size": profile.batch_size,
+        "learning_rate": profile.lr_backbone,
+        "seed": profile.seed,
+        "data": manifest.info,
+    }
+    done = training.load_if_done(run_dir, run_config)
+    if done:
+        return keras.saving.load_model(run_dir / "best.keras"), done
+    training.set_seeds(profile.seed)
+    train_ds, val_ds, test_ds = datasets(profile, manifest)
+    teacher = models.build_teacher(profile.image_size, weights=profile.weights)
+    _classifier_compile(teacher, profile.lr_backbone)
+    fit_info = training.fit(teacher, train_ds, val_ds, profile.teacher_epochs, run_dir, verbose=verbose)
+    return teacher, _finish(teacher, run_dir, run_config, fit_info, test_ds)
+
+
+def distill_student(
+    profile: config.Profile,
+    manifest: data.Manifest,
+    teacher: keras.Model,
+    student: str = "DSNet",
+    *,
+    temperature: float | None = None,
+    alpha: float | None = None,
+    batch_size: int | None = None,
+    scale_by_t2: bool = False,
+    run_dir=None,
+    verbose: int = 2,
+):
+    """Distil ``student`` from ``teacher`` (or load it when done); returns ``(model, record)``."""
+    temperature = profile.temperature if temperature is None else float(temperature)
+    alpha = profile.alpha if alpha is None else float(alpha)
+    batch_size = batch_size or profile.batch_size
+    lr = profile.lr_dsnet if student.lower() == "dsnet" else profile.lr_backbone
+    name = f"{student.lower()}_T{temperature:g}_a{alpha:g}_b{batch_size}" + ("_t2" if scale_by_t2 else "")
+    run_dir = Path(run_dir or config.artifacts_dir(profile) / "students" / name)
+    run_config = {
+        "model": f"{student} distilled",
+        "profile": profile.name,
+        "image_size": profile.image_size,
+        "weights": None if student.lower() == "dsnet" else profile.weights,
+        "epochs": profile.student_epochs,
+        "batch_size": batch_size,
+        "learning_rate": lr,
+        "seed": profile.seed,
+        "alpha": alpha,
+        "temperature": temperature,
+        "scale_by_t2": scale_by_t2,
+        "data": manifest.info,
+    }
+    done = training.load_if_done(run_dir, run_config)
+    if done:
+        return keras.saving.load_model(run_dir / "best.keras"), done
+    training.set_seeds(profile.seed)
+    train_ds, val_ds, test_ds = datasets(profile, manifest, batch_size)
+    model = models.build_student(student, profile.image_size, weights=run_config["weights"])
+    distiller = Distiller(student=model, teacher=teacher)
+    distiller.compile(
+        optimizer=keras.optimizers.Adam(lr),
+        metrics=[keras.metrics.CategoricalAccuracy()],
+        alpha=alpha,
+        temperature=temperature,
+        scale_by_t2=scale_by_t2,
+    )
+    fit_info = training.fit(distiller, train_ds, val_ds, profile.student_epochs, run_dir, verbose=verbose)
+    fit_info["loss"] = distiller.loss_config()
+    return model, _finish(model, run_dir, run_config, fit_info, test_ds)
+
+
+def summary_line(name: str, record: dict) -> str:
+    test = record["test"]
+    mal, ben = test["per_class"]["malignant"], test["per_class"]["benign"]
+    return (
+        f"{name:<22} acc {test['accuracy']:.3f}  AUC {test['auc'].get('malignant', float('nan')):.3f}  "
+        f"malignant P/R/F1 {mal['precision']:.2f}/{mal['recall']:.2f}/{mal['f1']:.2f}  "
+        f"benign P/R/F1 {ben['precision']:.2f}/{ben['recall']:.2f}/{ben['f1']:.2f}  "
+        f"params {test['params']['trainable']:,}  train {record['train_seconds']:.0f}s  "
+        f"predict {test['prediction_seconds']:.2f}s"
+    )
+
+
+def quickstart(profile_name: str | None = None, **overrides) -> dict:
+    """Data -> teacher -> distilled DSNet on the profile; prints the test metrics."""
+    profile = config.get_profile(profile_name, **overrides)
+    start = time.perf_counter()
+    print(f"Profile {profile.name}: {profile.data_source} data at {profile.image_size}px, "
+          f"weights={profile.weights}, teacher {profile.teacher_epochs} / student {profile.student_epochs} epochs")
+    manifest = prepare_data(profile)
+    print(f"Data ({manifest.source}, {manifest.info['root']}):\n{manifest.counts()}")
+    excluded = (manifest.report.status == "excluded").sum()
+    print(f"Validation report: {len(manifest.report)} entries, {excluded} excluded")
+    teacher, teacher_record = train_teacher(profile, manifest)
+    student, student_record = distill_student(profile, manifest, teacher)
+    print("\nTest split (" + f"{manifest.counts().loc['test', 'total']} images):")
+    print(summary_line("Teacher ResNet50", teacher_record))
+    print(summary_line(f"DSNet (KD, T={profile.temperature:g})", student_record))
+    print(f"Artifacts: {config.artifacts_dir(profile)}   total {time.perf_counter() - start:.0f}s")
+    return {"teacher": teacher_record, "dsnet": student_record}

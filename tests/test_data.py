@@ -1,0 +1,308 @@
+import io
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from kd_utils import config, data
+
+
+def noise_image(seed, size=64, mode="RGB"):
+    """A distinct smooth random picture (distinct perceptual hashes)."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, size=(8, 8, 3), dtype=np.uint8)
+    return Image.fromarray(small).resize((size, size), Image.Resampling.BICUBIC).convert(mode)
+
+
+def write_class_folder(root, n_per_class=10, start=0, size=64):
+    for label, name in enumerate(data.CLASS_NAMES):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(n_per_class):
+            noise_image(start + 1000 * label + i, size).save(folder / f"{name}_{start + i}.jpg", quality=95)
+    return root
+
+
+def build(root, **kw):
+    kw.setdefault("image_size", 32)
+    kw.setdefault("work_dir", root.parent / "converted")
+    return data.build_manifest("folder", root, **kw)
+
+
+def reasons(manifest):
+    return dict(zip(manifest.report.path.map(lambda p: p.split("/")[-1]), manifest.report.reason))
+
+
+# --------------------------------------------------------------------------- splits
+
+
+def test_flat_folder_is_split_70_30_then_20_percent_validation(tmp_path):
+    root = write_class_folder(tmp_path / "ds", n_per_class=50)
+    manifest = build(root, seed=3)
+    counts = manifest.counts()
+    assert counts.loc["test"].tolist() == [15, 15, 30]
+    assert counts.loc["val"].tolist() == [7, 7, 14]
+    assert counts.loc["train"].tolist() == [28, 28, 56]
+    assert manifest.report.empty
+    assert list(manifest.frame.columns) == list(data.MANIFEST_COLUMNS)
+    assert manifest.frame.sha1.str.len().eq(40).all() and manifest.frame.phash.str.len().eq(16).all()
+    again = build(root, seed=3)
+    pd.testing.assert_frame_equal(manifest.frame, again.frame)
+    other = build(root, seed=4)
+    assert not manifest.frame.split.equals(other.frame.split)
+
+
+def test_own_train_test_split_is_kept(tmp_path):
+    root = tmp_path / "melanoma_cancer_dataset"
+    write_class_folder(root / "train", n_per_class=20, start=0)
+    write_class_folder(root / "test", n_per_class=6, start=500)
+    manifest = build(tmp_path)  # the zip's extra folder level is looked through
+    test_files = set(manifest.split("test").path.map(lambda p: p.split("/")[-3]))
+    assert test_files == {"test"}
+    assert manifest.counts().loc["test", "total"] == 12
+    assert manifest.counts().loc["val", "total"] == 8
+    assert manifest.info["own_split"] is True
+
+
+def test_near_duplicates_never_straddle_the_splits_made_here(tmp_path):
+    root = write_class_folder(tmp_path / "ds", n_per_class=30)
+    # Five re-encoded, resized copies of the same benign pictures.
+    for i in range(5):
+        src = root / "benign" / f"benign_{i}.jpg"
+        Image.open(src).resize((50, 50)).save(root / "benign" / f"copy_{i}.png")
+    manifest = build(root)
+    frame = manifest.frame.set_index(manifest.frame.path.map(lambda p: p.split("/")[-1]))
+    for i in range(5):
+        assert frame.loc[f"benign_{i}.jpg", "split"] == frame.loc[f"copy_{i}.png", "split"]
+    assert data.near_duplicate_pairs(manifest).empty
+
+
+def test_duplicates_of_training_images_are_removed_from_the_given_test_split(tmp_path):
+    root = tmp_path / "ds"
+    write_class_folder(root / "train", n_per_class=20)
+    write_class_folder(root / "test", n_per_class=6, start=500)
+    shutil.copy(root / "train/benign/benign_0.jpg", root / "test/benign/exact.jpg")
+    Image.open(root / "train/malignant/malignant_1.jpg").resize((60, 60)).save(root / "test/malignant/near.jpg", quality=80)
+    manifest = build(root)
+    why = reasons(manifest)
+    assert "exact duplicate of" in why["exact.jpg"] and "benign_0.jpg" in why["exact.jpg"]
+    assert "near-duplicates training image" in why["near.jpg"]
+    assert manifest.counts().loc["test", "total"] == 12
+    assert not manifest.frame.path.str.endswith(("exact.jpg", "near.jpg")).any()
+
+
+def test_same_image_with_conflicting_labels_is_excluded(tmp_path):
+    root = write_class_folder(tmp_path / "ds", n_per_class=12)
+    shutil.copy(root / "benign/benign_0.jpg", root / "malignant/looks_benign.jpg")
+    manifest = build(root)
+    why = reasons(manifest)
+    assert "conflicting label" in why["benign_0.jpg"] and "conflicting label" in why["looks_benign.jpg"]
+    assert len(manifest.frame) == 23
+
+
+# --------------------------------------------------------------------------- bad files
+
+
+def test_broken_files_are_excluded_and_listed(tmp_path):
+    root = write_class_folder(tmp_path / "ds", n_per_class=12)
+    (root / "benign/notes.txt").write_text("not an image")
+    (root / "benign/random.jpg").write_bytes(np.random.default_rng(0).bytes(2000))
+    good = io.BytesIO()
+    noise_image(77, 128).save(good, format="JPEG")
+    (root / "malignant/truncated.jpg").write_bytes(good.getvalue()[: len(good.getvalue()) // 2])
+    (root / "malignant/empty.png").write_bytes(b"")
+    manifest = build(root)
+    why = reasons(manifest)
+    assert why["notes.txt"].startswith("not an image")
+    assert why["random.jpg"].startswith("not an image")
+    assert "truncated" in why["truncated.jpg"]
+    assert why["empty.png"].startswith("not an image")
+    assert set(manifest.report.status) == {"excluded"}
+    assert len(manifest.frame) == 24
+
+
+def test_odd_modes_are_converted_to_8bit_rgb(tmp_path):
+    root = write_class_folder(tmp_path / "ds", n_per_class=12)
+    noise_image(901).convert("L").save(root / "benign/gray.png")
+    noise_image(902).convert("RGBA").save(root / "benign/rgba.png")
+    noise_image(903).convert("CMYK").save(root / "malignant/cmyk.jpg")
+    noise_image(904).save(root / "malignant/scan.tiff")
+    sixteen = (np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)
+    Image.fromarray(sixteen).save(root / "malignant/deep.png")
+    manifest = build(root)
+    report = manifest.report.set_index(manifest.report.path.map(lambda p: p.split("/")[-1]))
+    for name in ["gray.png", "rgba.png", "cmyk.jpg", "scan.tiff", "deep.png"]:
+        assert report.loc[name, "status"] == "converted", name
+    rows = manifest.frame[manifest.frame.original_path != ""]
+    assert len(rows) == 5
+    for path in rows.path:
+        with Image.open(path) as im:
+            assert (im.format, im.mode) == ("PNG", "RGB")
+    deep = rows[rows.original_path.str.endswith("deep.png")].path.item()
+    pixels = np.asarray(Image.open(deep))
+    # Rescaled from 16 bits, not clipped: a full gradient, mean near 127.
+    assert pixels.min() == 0 and pixels.max() == 255 and 120 < pixels.mean() < 135
+
+
+def test_small_images_are_excluded_or_noted_as_upscaled(tmp_path):
+    root = write_class_folder(tmp_path / "ds", n_per_class=12, size=64)
+    noise_image(950, size=20).save(root / "benign/tiny.png")
+    noise_image(951, size=48).save(root / "benign/small.png")
+    manifest = build(root, image_size=56, min_side=32)
+    why = reasons(manifest)
+    assert why["tiny.png"] == "too small: 20x20 < 32 px"
+    assert why["small.png"] == "upscaled from 48x48"
+    assert manifest.frame.path.str.endswith("small.png").any()
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_missing_class_folder_is_explained(tmp_path):
+    root = tmp_path / "ds"
+    write_class_folder(root)
+    shutil.rmtree(root / "malignant")
+    (root / "melanoma").mkdir()
+    with pytest.raises(data.DataError, match=r"found benign/, melanoma/; missing: malignant"):
+        build(root)
+
+
+def test_missing_test_folder_is_explained(tmp_path):
+    write_class_folder(tmp_path / "ds" / "train")
+    with pytest.raises(data.DataError, match="no test/ folder"):
+        build(tmp_path / "ds")
+
+
+def test_missing_root_is_explained(tmp_path):
+    with pytest.raises(data.DataError, match="does not exist"):
+        build(tmp_path / "nowhere")
+
+
+def test_a_single_usable_class_is_an_error(tmp_path):
+    root = write_class_folder(tmp_path / "ds", n_per_class=5)
+    for f in (root / "malignant").iterdir():
+        f.write_bytes(b"broken")
+    with pytest.raises(data.DataError, match=r"found 5 benign and 0 malignant usable images \(5 files excluded"):
+        build(root)
+
+
+def test_unknown_class_folders_are_reported(tmp_path):
+    root = write_class_folder(tmp_path / "ds", n_per_class=12)
+    (root / "nevus").mkdir()
+    noise_image(5).save(root / "nevus/x.jpg")
+    manifest = build(root)
+    assert "unknown class folder 'nevus'" in reasons(manifest)["nevus"]
+    assert not manifest.frame.path.str.contains("nevus").any()
+
+
+def test_too_few_images_to_split(tmp_path):
+    root = write_class_folder(tmp_path / "ds", n_per_class=1)
+    with pytest.raises(data.DataError, match="Too few images to split"):
+        build(root)
+
+
+# --------------------------------------------------------------------------- other sources
+
+
+def write_isic(root, column, values):
+    root.mkdir(parents=True)
+    ids = [f"ISIC_{i:07d}" for i in range(len(values))]
+    for i, isic_id in enumerate(ids):
+        if i != 1:  # the second image is missing on disk
+            noise_image(i).save(root / f"{isic_id}.jpg")
+    pd.DataFrame({"isic_id": ids, column: values, "attribution": "Anonymous"}).to_csv(root / "metadata.csv", index=False)
+    return ids
+
+
+@pytest.mark.parametrize(
+    "column, benign, malignant, other",
+    [("benign_malignant", "benign", "malignant", "indeterminate/benign"), ("diagnosis_1", "Benign", "Malignant", "Indeterminate")],
+)
+def test_isic_metadata_is_parsed(tmp_path, column, benign, malignant, other):
+    values = [benign, malignant, other, ""] + [benign] * 10 + [malignant] * 10
+    ids = write_isic(tmp_path / "isic", column, values)
+    manifest = data.build_manifest("isic", tmp_path / "isic", image_size=32, work_dir=tmp_path / "c")
+    why = reasons(manifest)
+    assert why[f"{ids[1]}.jpg"] == "listed in metadata.csv but the image file is missing"
+    assert why[f"{ids[2]}.jpg"] == f"{column}={other!r} is neither benign nor malignant"
+    assert "neither benign nor malignant" in why[f"{ids[3]}.jpg"]
+    assert len(manifest.frame) == 21
+    labels = dict(zip(manifest.frame.path.map(lambda p: p.split("/")[-1][:-4]), manifest.frame.label))
+    assert labels[ids[0]] == 0 and labels[ids[4]] == 0 and labels[ids[-1]] == 1
+
+
+def test_isic_without_label_column_is_explained(tmp_path):
+    write_isic(tmp_path / "isic", "diagnosis", ["nevus"] * 4)
+    with pytest.raises(data.DataError, match="one of benign_malignant, diagnosis_1"):
+        data.build_manifest("isic", tmp_path / "isic")
+
+
+def test_download_isic_needs_the_cli(tmp_path, monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(data.DataError, match="pip install isic-cli"):
+        data.download_isic(tmp_path)
+
+
+def test_bundled_cc0_sample():
+    manifest = data.build_manifest("sample", image_size=64)
+    assert len(manifest.frame) == 24
+    assert manifest.frame.label.value_counts().to_dict() == {0: 12, 1: 12}
+    assert manifest.report.empty
+    assert (config.SAMPLE_DIR / "labels.csv").is_file() and (config.SAMPLE_DIR / "README.md").is_file()
+
+
+def test_unknown_source():
+    with pytest.raises(ValueError, match="Unknown data source 'kaggle'"):
+        data.build_manifest("kaggle")
+
+
+def test_manifest_round_trips(tmp_path):
+    manifest = build(write_class_folder(tmp_path / "ds", n_per_class=10))
+    manifest.save(tmp_path / "m")
+    loaded = data.Manifest.load(tmp_path / "m")
+    pd.testing.assert_frame_equal(loaded.frame, manifest.frame, check_dtype=False)
+    assert loaded.info == manifest.info and loaded.source == "folder"
+    with pytest.raises(FileNotFoundError, match="01_data_preparation"):
+        data.Manifest.load(tmp_path / "empty")
+
+
+# --------------------------------------------------------------------------- tf.data
+
+
+def test_pipeline_yields_uint8_images_and_one_hot_labels(tmp_path):
+    root = write_class_folder(tmp_path / "ds", n_per_class=20, size=70)
+    manifest = build(root, image_size=40)
+    test = data.make_dataset(manifest, "test", image_size=40, batch_size=5)
+    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in test])
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    assert x.dtype == np.uint8 and x.shape == (12, 40, 40, 3)
+    assert y.dtype == np.float32 and y.shape == (12, 2)
+    np.testing.assert_array_equal(y.argmax(1), manifest.split("test").label.values)  # test keeps manifest order
+    # The pixels are the file's, resized.
+    first = np.asarray(Image.open(manifest.split("test").path[0]).convert("RGB").resize((40, 40), Image.Resampling.BILINEAR), dtype=np.float64)
+    assert np.abs(first - x[0]).mean() < 8
+    again = np.concatenate([b.numpy() for b, _ in data.make_dataset(manifest, "test", 40, 5)])
+    np.testing.assert_array_equal(x, again)
+
+
+def test_training_pipeline_shuffles_and_keeps_teacher_logits_aligned(tmp_path):
+    root = write_class_folder(tmp_path / "ds", n_per_class=20)
+    manifest = build(root)
+    train = manifest.split("train")
+    logits = np.stack([train.label.values * 10.0, np.arange(len(train), dtype=float)], axis=1)
+    ds = data.make_dataset(manifest, "train", 32, batch_size=8, teacher_logits=logits, seed=1)
+    epochs = []
+    for _ in range(2):
+        rows = []
+        for x, y in ds:
+            assert set(x) == {"images", "teacher_logits"} and x["images"].dtype.name == "uint8"
+            t = x["teacher_logits"].numpy()
+            np.testing.assert_array_equal(t[:, 0] / 10.0, y.numpy().argmax(1))  # logits travel with their image
+            rows.extend(t[:, 1].astype(int))
+        epochs.append(rows)
+    assert sorted(epochs[0]) == list(range(len(train)))
+    assert epochs[0] != list(range(len(train))) and epochs[0] != epochs[1]
+    with pytest.raises(ValueError, match="teacher_logits must have shape"):
+        data.make_dataset(manifest, "train", 32, 8, teacher_logits=logits[:3])
