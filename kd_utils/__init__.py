@@ -10,4 +10,10 @@ tf.data), ``synthetic`` (offline dermoscopy-like images), ``models``,
 TensorFlow is imported by the modules that need it, not by this package.
 """
 
+import os as _os
+
+# TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notes) hides the
+# output that matters in notebooks and logs; errors still show.
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 __version__ = "0.1.0"

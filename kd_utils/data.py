@@ -140,9 +140,9 @@ def _folder_candidates(root: Path, report: Report) -> list[Candidate]:
         for label, name in enumerate(CLASS_NAMES):
             for file in _files_in(classes[name]):
                 candidates.append(Candidate(file, label, split))
-        for file in folder.iterdir():
-            if file.is_file():
-                report.add(file, "excluded", "file outside a class folder")
+        for file in folder.iterdir():  # READMEs, licences, metadata are not reported
+            if file.is_file() and file.suffix.lower() in IMAGE_SUFFIXES:
+                report.add(file, "excluded", "image outside a class folder")
     return candidates
 
 

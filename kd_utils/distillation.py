@@ -79,6 +79,9 @@ class Distiller(keras.Model):
             teacher.trainable = False
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
+        # The student holds all the state: a built student makes a built
+        # distiller (BackupAndRestore and save_weights need that before fit).
+        self.built = bool(student.built)
 
     def compile(
         self,

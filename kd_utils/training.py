@@ -117,7 +117,10 @@ def fit(model: keras.Model, train_ds, val_ds, epochs: int, run_dir, verbose: int
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
         timer,
     ]
-    history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=verbose)
+    # shuffle=False: the tf.data pipeline shuffles itself (Keras would ignore it and warn).
+    history = model.fit(
+        train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=verbose, shuffle=False
+    )
     if (run_dir / "best.keras").is_file():
         _target(model).set_weights(keras.saving.load_model(run_dir / "best.keras").get_weights())
     return {
