@@ -1,0 +1,45 @@
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from kd_utils import config
+
+
+def test_paper_profile_holds_the_papers_settings():
+    p = config.get_profile("paper")
+    assert (p.image_size, p.weights, p.batch_size, p.alpha, p.temperature) == (224, "imagenet", 64, 0.1, 10.0)
+    assert (p.teacher_epochs, p.student_epochs) == (10, 20)
+    assert p.temperatures == (1, 3, 5, 7, 10, 20, 50, 70, 90, 100)
+    assert p.batch_sizes == (18, 32, 64, 96)
+    assert (p.lr_backbone, p.lr_dsnet) == (1e-4, 1e-3)
+    assert (p.val_fraction, p.test_fraction) == (0.2, 0.3)
+
+
+def test_profiles_are_frozen_and_smoke_fits_inception():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.get_profile("cpu").image_size = 32
+    assert config.get_profile("smoke").image_size >= 75
+    assert config.get_profile("cpu").weights is None and config.get_profile("smoke").weights is None
+    assert config.get_profile("smoke", student_epochs=3).student_epochs == 3
+
+
+def test_profile_from_environment(monkeypatch):
+    assert config.get_profile().name == "cpu"
+    monkeypatch.setenv("KD_PROFILE", "smoke")
+    assert config.get_profile().name == "smoke"
+    monkeypatch.setenv("KD_PROFILE", "gpu")
+    with pytest.raises(ValueError, match="Unknown profile 'gpu': expected one of paper, cpu, smoke"):
+        config.get_profile()
+
+
+def test_paths_resolve_from_the_repository_root(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KD_ARTIFACTS", "my_artifacts")
+    assert config.artifacts_dir("cpu") == config.REPO_ROOT / "my_artifacts" / "cpu"
+    monkeypatch.setenv("KD_DATA_DIR", str(tmp_path / "d"))
+    assert config.data_dir() == tmp_path / "d"
+    monkeypatch.delenv("KD_DATA_DIR")
+    assert config.data_dir() == config.REPO_ROOT / "data"
+    assert (config.REPO_ROOT / "kd_utils" / "config.py").is_file()
+    assert isinstance(config.SAMPLE_DIR, Path)
