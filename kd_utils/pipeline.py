@@ -73,9 +73,9 @@ def train_teacher(profile: config.Profile, manifest: data.Manifest, run_dir=None
         "seed": profile.seed,
         "data": manifest.info,
     }
-    done = training.load_if_done(run_dir, run_config)
+    done = training.load_or_prepare(run_dir, run_config)
     if done:
-        return keras.saving.load_model(run_dir / "best.keras"), done
+        return keras.saving.load_model(run_dir / "best.keras", compile=False), done
     training.set_seeds(profile.seed)
     train_ds, val_ds, test_ds = datasets(profile, manifest)
     teacher = models.build_teacher(profile.image_size, weights=profile.weights)
@@ -118,9 +118,9 @@ def distill_student(
         "scale_by_t2": scale_by_t2,
         "data": manifest.info,
     }
-    done = training.load_if_done(run_dir, run_config)
+    done = training.load_or_prepare(run_dir, run_config)
     if done:
-        return keras.saving.load_model(run_dir / "best.keras"), done
+        return keras.saving.load_model(run_dir / "best.keras", compile=False), done
     training.set_seeds(profile.seed)
     train_ds, val_ds, test_ds = datasets(profile, manifest, batch_size)
     model = models.build_student(student, profile.image_size, weights=run_config["weights"])

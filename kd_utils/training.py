@@ -10,13 +10,15 @@ A run lives in one folder (``run_dir``):
 * ``history.csv``   - one line per epoch (``CSVLogger``);
 * ``record.json``   - written last: the run's configuration, timing and
   results. A run whose ``record.json`` has the same configuration is done
-  and is skipped (:func:`load_if_done`).
+  and is skipped (:func:`load_or_prepare`).
 """
 
 from __future__ import annotations
 
 import json
+import csv
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -36,7 +38,7 @@ def _target(model: keras.Model) -> keras.Model:
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Wall time of every epoch (``epoch_seconds``) and of the whole fit."""
+    """Wall time of every epoch, added to the logs as ``epoch_seconds``."""
 
     def on_train_begin(self, logs=None):
         self.epoch_seconds = []
@@ -47,22 +49,28 @@ class EpochTimer(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.epoch_seconds.append(time.perf_counter() - self._epoch_start)
-
-    @property
-    def total_seconds(self) -> float:
-        return float(sum(self.epoch_seconds))
+        if logs is not None:  # so that CSVLogger keeps it across a resume
+            logs["epoch_seconds"] = self.epoch_seconds[-1]
 
 
 class BestCheckpoint(keras.callbacks.Callback):
     """Save the (student) model whenever the validation metric improves."""
 
-    def __init__(self, path, monitor: str = MONITOR, mode: str = "max"):
+    def __init__(self, path, monitor: str = MONITOR, mode: str = "max", history_csv=None):
         super().__init__()
         self.path = Path(path)
         self.monitor = monitor
         self.sign = 1.0 if mode == "max" else -1.0
         self.best = -math.inf
         self.best_epoch = None
+        # After a resume, the epochs already logged count: the best so far
+        # is not overwritten by a worse later epoch.
+        if history_csv and Path(history_csv).is_file() and self.path.is_file():
+            with open(history_csv, newline="") as f:
+                for row in csv.DictReader(f):
+                    if row.get(monitor) and self.sign * float(row[monitor]) > self.best:
+                        self.best = self.sign * float(row[monitor])
+                        self.best_epoch = int(row["epoch"]) + 1
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
@@ -82,13 +90,25 @@ def config_key(config: dict) -> str:
     return json.dumps(config, sort_keys=True, default=str)
 
 
-def load_if_done(run_dir, config: dict) -> dict | None:
-    """The stored record when this exact configuration already finished, else None."""
-    path = Path(run_dir) / "record.json"
-    if not path.is_file():
-        return None
-    record = json.loads(path.read_text())
-    return record if config_key(record.get("config", {})) == config_key(config) else None
+def load_or_prepare(run_dir, config: dict) -> dict | None:
+    """The stored record when this exact configuration already finished, else None.
+
+    Otherwise the folder is made ready for this configuration: what an
+    earlier run with another configuration left there (backup, checkpoint,
+    log) is deleted, so that only a run of the same configuration resumes.
+    """
+    run_dir = Path(run_dir)
+    record_path, config_path = run_dir / "record.json", run_dir / "config.json"
+    if record_path.is_file():
+        record = json.loads(record_path.read_text())
+        if config_key(record.get("config", {})) == config_key(config):
+            return record
+    if config_path.is_file() and config_path.read_text() != config_key(config):
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(config_key(config))
+    (run_dir / "record.json").unlink(missing_ok=True)
+    return None
 
 
 def save_record(run_dir, record: dict) -> Path:
@@ -110,22 +130,25 @@ def fit(model: keras.Model, train_ds, val_ds, epochs: int, run_dir, verbose: int
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     timer = EpochTimer()
-    best = BestCheckpoint(run_dir / "best.keras")
+    best = BestCheckpoint(run_dir / "best.keras", history_csv=run_dir / "history.csv")
     callbacks = [
         keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+        timer,  # before the logger, which then records epoch_seconds
         best,
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
-        timer,
     ]
     # shuffle=False: the tf.data pipeline shuffles itself (Keras would ignore it and warn).
     history = model.fit(
         train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=verbose, shuffle=False
     )
     if (run_dir / "best.keras").is_file():
-        _target(model).set_weights(keras.saving.load_model(run_dir / "best.keras").get_weights())
+        best_model = keras.saving.load_model(run_dir / "best.keras", compile=False)
+        _target(model).set_weights(best_model.get_weights())
+    with open(run_dir / "history.csv", newline="") as f:  # all epochs, resumed ones too
+        epoch_seconds = [float(row["epoch_seconds"]) for row in csv.DictReader(f)]
     return {
-        "train_seconds": timer.total_seconds,
-        "epoch_seconds": timer.epoch_seconds,
+        "train_seconds": float(sum(epoch_seconds)),
+        "epoch_seconds": epoch_seconds,
         "best_epoch": best.best_epoch,
         "best_val_accuracy": best.sign * best.best if best.best_epoch else None,
         "history": {k: [float(v) for v in vals] for k, vals in history.history.items()},

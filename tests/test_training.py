@@ -69,14 +69,55 @@ def test_an_interrupted_fit_resumes_from_its_backup(tmp_path):
 
 def test_records_are_reused_only_for_the_same_configuration(tmp_path):
     cfg = {"model": "DSNet", "temperature": 10.0, "epochs": 20}
-    assert training.load_if_done(tmp_path, cfg) is None
+    assert training.load_or_prepare(tmp_path, cfg) is None
     training.save_record(tmp_path, {"config": cfg, "test": {"accuracy": np.float32(0.9)}})
-    assert training.load_if_done(tmp_path, dict(reversed(list(cfg.items()))))["test"]["accuracy"] == pytest.approx(0.9)
-    assert training.load_if_done(tmp_path, {**cfg, "temperature": 3.0}) is None
+    assert training.load_or_prepare(tmp_path, dict(reversed(list(cfg.items()))))["test"]["accuracy"] == pytest.approx(0.9)
     assert json.loads((tmp_path / "record.json").read_text())["config"] == cfg
+    assert training.load_or_prepare(tmp_path, {**cfg, "temperature": 3.0}) is None
+    assert not (tmp_path / "record.json").exists()  # the folder now belongs to the new configuration
 
 
 def test_best_checkpoint_explains_a_missing_metric(tmp_path):
     model = small_classifier()
     with pytest.raises(KeyError, match="pass validation_data"):
         model.fit(separable_data(), epochs=1, callbacks=[training.BestCheckpoint(tmp_path / "b.keras")], verbose=0)
+
+
+def test_fit_resumed_after_a_disconnect_keeps_every_epoch_and_the_best(tmp_path):
+    class Crash(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 2:
+                raise RuntimeError("disconnected")
+
+    cfg = {"model": "small", "epochs": 5}
+    assert training.load_or_prepare(tmp_path, cfg) is None
+    model = small_classifier()
+    model.fit = _with_extra_callback(model.fit, Crash())
+    with pytest.raises(RuntimeError, match="disconnected"):
+        training.fit(model, separable_data(), separable_data(seed=1), epochs=5, run_dir=tmp_path, verbose=0)
+    logged = (tmp_path / "history.csv").read_text().strip().splitlines()
+    assert len(logged) == 1 + 3  # header + epochs 0-2: the crash came after epoch 2 was logged and backed up
+    assert training.load_or_prepare(tmp_path, cfg) is None  # same configuration: the folder is kept
+    info = training.fit(small_classifier(), separable_data(), separable_data(seed=1), epochs=5, run_dir=tmp_path, verbose=0)
+    assert len(info["epoch_seconds"]) == 5  # 3 before + 2 after the resume
+    accs = [float(r.split(",")[header_index(tmp_path, "val_categorical_accuracy")]) for r in
+            (tmp_path / "history.csv").read_text().strip().splitlines()[1:]]
+    assert info["best_val_accuracy"] == pytest.approx(max(accs))
+
+
+def test_another_configuration_starts_from_a_clean_folder(tmp_path):
+    training.load_or_prepare(tmp_path, {"epochs": 5})
+    (tmp_path / "history.csv").write_text("epoch,loss\n0,1.0\n")
+    assert training.load_or_prepare(tmp_path, {"epochs": 6}) is None
+    assert not (tmp_path / "history.csv").exists()
+
+
+def _with_extra_callback(fit, extra):
+    def wrapped(*args, callbacks=(), **kwargs):
+        return fit(*args, callbacks=[*callbacks, extra], **kwargs)
+
+    return wrapped
+
+
+def header_index(run_dir, column):
+    return (run_dir / "history.csv").read_text().splitlines()[0].split(",").index(column)
