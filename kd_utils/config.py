@@ -16,6 +16,8 @@ Environment variables (read when a profile is resolved, never at import):
   (default ``<repo>/data``).
 * ``KD_ARTIFACTS`` - where models, logs and records go
   (default ``<repo>/artifacts``); on Colab this may point at Drive.
+* ``KD_ROOT``      - the project checkout, when the package is installed
+  from it non-editably (Colab); see :func:`repo_root`.
 
 Relative paths are resolved from the repository root, not from the working
 directory, so notebooks (which run inside ``notebooks/``) and the command
@@ -28,8 +30,23 @@ import dataclasses
 import os
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SAMPLE_DIR = REPO_ROOT / "data" / "sample"
+#: Where the project lives on GitHub: the notebooks' Colab badges and install
+#: cells use this URL (a test checks they agree). Forks change it here.
+REPO_URL = "https://github.com/kd-melanoma/kd-melanoma"
+
+
+def repo_root() -> Path:
+    """The project checkout: ``$KD_ROOT``, else the folder this package sits in
+    when that is a checkout (editable install), else the working directory."""
+    if os.environ.get("KD_ROOT"):
+        return Path(os.environ["KD_ROOT"]).expanduser().resolve()
+    here = Path(__file__).resolve().parent.parent
+    return here if (here / "pyproject.toml").is_file() else Path.cwd()
+
+
+def sample_dir() -> Path:
+    """The bundled 24-image CC0 ISIC sample."""
+    return repo_root() / "data" / "sample"
 
 PROFILE_NAMES = ("paper", "cpu", "smoke")
 
@@ -149,18 +166,24 @@ def _resolve(value: str | os.PathLike | None, default: Path) -> Path:
     if not value:
         return default
     path = Path(value).expanduser()
-    return path if path.is_absolute() else REPO_ROOT / path
+    return path if path.is_absolute() else repo_root() / path
 
 
 def data_dir() -> Path:
     """Folder for downloaded or generated datasets (``$KD_DATA_DIR``)."""
-    return _resolve(os.environ.get("KD_DATA_DIR"), REPO_ROOT / "data")
+    return _resolve(os.environ.get("KD_DATA_DIR"), repo_root() / "data")
 
 
 def artifacts_dir(profile: Profile | str | None = None) -> Path:
     """``$KD_ARTIFACTS/<profile>`` (default ``<repo>/artifacts/<profile>``)."""
-    root = _resolve(os.environ.get("KD_ARTIFACTS"), REPO_ROOT / "artifacts")
+    root = _resolve(os.environ.get("KD_ARTIFACTS"), repo_root() / "artifacts")
     if profile is None:
         return root
     name = profile if isinstance(profile, str) else profile.name
     return root / name
+
+
+def results_dir(profile: Profile | str) -> Path:
+    """``<repo>/results/<profile>``: the tables and figures a profile produced."""
+    name = profile if isinstance(profile, str) else profile.name
+    return repo_root() / "results" / name

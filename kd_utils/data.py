@@ -404,7 +404,7 @@ def _candidates(source: str, root, image_size: int, seed: int, synthetic_per_cla
         root = root or config.data_dir() / "isic"
         return _isic_candidates(root, report), root
     if source == "sample":
-        root = root or config.SAMPLE_DIR
+        root = root or config.sample_dir()
         return _sample_candidates(root, report), root
     raise ValueError(f"Unknown data source {source!r}; expected one of {', '.join(SOURCES)}.")
 

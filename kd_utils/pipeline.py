@@ -8,12 +8,13 @@ the same configuration already finished there.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import keras
 
-from . import config, data, evaluation, models, training
+from . import config, data, evaluation, models, reporting, training
 from .distillation import Distiller
 
 
@@ -84,6 +85,12 @@ def train_teacher(profile: config.Profile, manifest: data.Manifest, run_dir=None
     return teacher, _finish(teacher, run_dir, run_config, fit_info, test_ds)
 
 
+def student_run_dir(profile, student, temperature, alpha, batch_size, scale_by_t2=False) -> Path:
+    """``artifacts/<profile>/students/<student>_T<T>_a<alpha>_b<batch>[_t2]``."""
+    name = f"{student.lower()}_T{float(temperature):g}_a{float(alpha):g}_b{int(batch_size)}"
+    return config.artifacts_dir(profile) / "students" / (name + ("_t2" if scale_by_t2 else ""))
+
+
 def distill_student(
     profile: config.Profile,
     manifest: data.Manifest,
@@ -102,8 +109,7 @@ def distill_student(
     alpha = profile.alpha if alpha is None else float(alpha)
     batch_size = batch_size or profile.batch_size
     lr = profile.lr_dsnet if student.lower() == "dsnet" else profile.lr_backbone
-    name = f"{student.lower()}_T{temperature:g}_a{alpha:g}_b{batch_size}" + ("_t2" if scale_by_t2 else "")
-    run_dir = Path(run_dir or config.artifacts_dir(profile) / "students" / name)
+    run_dir = Path(run_dir or student_run_dir(profile, student, temperature, alpha, batch_size, scale_by_t2))
     run_config = {
         "model": f"{student} distilled",
         "profile": profile.name,
@@ -166,3 +172,71 @@ def quickstart(profile_name: str | None = None, **overrides) -> dict:
     print(summary_line(f"DSNet (KD, T={profile.temperature:g})", student_record))
     print(f"Artifacts: {config.artifacts_dir(profile)}   total {time.perf_counter() - start:.0f}s")
     return {"teacher": teacher_record, "dsnet": student_record}
+
+
+# --------------------------------------------------------------------------- notebook steps
+
+
+class MissingStepError(FileNotFoundError):
+    """An earlier notebook's output is missing; the message names the notebook."""
+
+
+def _require(path: Path, notebook: str, profile: config.Profile) -> Path:
+    if not Path(path).exists():
+        raise MissingStepError(
+            f"{path} is missing: run notebooks/{notebook}.ipynb first with profile {profile.name!r} "
+            f"(or `python -m kd_utils reproduce --profile {profile.name}`)."
+        )
+    return Path(path)
+
+
+def load_manifest(profile: config.Profile) -> data.Manifest:
+    """The manifest written by notebook 01."""
+    folder = config.artifacts_dir(profile) / "data"
+    _require(folder / "manifest.csv", "01_data_preparation", profile)
+    return data.Manifest.load(folder)
+
+
+def load_teacher(profile: config.Profile):
+    """``(teacher, record)`` written by notebook 02."""
+    run_dir = config.artifacts_dir(profile) / "teacher"
+    record = reporting.load_record(_require(run_dir / "record.json", "02_teacher_resnet50", profile))
+    return keras.saving.load_model(run_dir / "best.keras", compile=False), record
+
+
+def sweep(profile, manifest, teacher, *, temperatures=None, batch_sizes=None, student="DSNet", verbose=0):
+    """DSNet distilled for each temperature (Table 1) or batch size (Table 6).
+
+    Returns ``{value: record}``; each run is skipped when already done.
+    """
+    records = {}
+    for t in temperatures or ():
+        records[float(t)] = distill_student(profile, manifest, teacher, student, temperature=t, verbose=verbose)[1]
+    for b in batch_sizes or ():
+        records[int(b)] = distill_student(profile, manifest, teacher, student, batch_size=b, verbose=verbose)[1]
+    return records
+
+
+def choose_on_validation(records: dict):
+    """The key whose run had the best validation accuracy (ties: the first)."""
+    return max(records, key=lambda k: (records[k]["best_val_accuracy"], -list(records).index(k)))
+
+
+def save_choice(profile: config.Profile, name: str, value) -> Path:
+    path = config.artifacts_dir(profile) / f"chosen_{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({name: value, "chosen_on": "validation accuracy"}))
+    return path
+
+
+def load_choice(profile: config.Profile, name: str, notebook: str):
+    path = _require(config.artifacts_dir(profile) / f"chosen_{name}.json", notebook, profile)
+    return reporting.load_record(path)[name]
+
+
+def load_student(profile, student="DSNet", *, temperature=None, batch_size=None, notebook="03_distill_dsnet"):
+    """``(model, record)`` of a distillation run an earlier notebook finished."""
+    temperature = profile.temperature if temperature is None else temperature
+    run_dir = student_run_dir(profile, student, temperature, profile.alpha, batch_size or profile.batch_size)
+    record = reporting.load_record(_require(run_dir / "record.json", notebook, profile))
+    return keras.saving.load_model(run_dir / "best.keras", compile=False), record

@@ -103,3 +103,8 @@ def write_table(table: pd.DataFrame, folder, name: str, title: str) -> Path:
 
 def load_record(path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def beside_paper(ours: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
+    """``ours`` with the paper's columns (suffixed " (paper)") joined on the index."""
+    return ours.join(paper.add_suffix(" (paper)"))

@@ -15,3 +15,4 @@ def _isolated_folders(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("KD_DATA_DIR", str(root / "data"))
     monkeypatch.setenv("KD_ARTIFACTS", str(root / "artifacts"))
     monkeypatch.delenv("KD_PROFILE", raising=False)
+    monkeypatch.delenv("KD_ROOT", raising=False)

@@ -1,6 +1,4 @@
 import dataclasses
-from pathlib import Path
-
 import pytest
 
 from kd_utils import config
@@ -36,10 +34,20 @@ def test_profile_from_environment(monkeypatch):
 def test_paths_resolve_from_the_repository_root(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("KD_ARTIFACTS", "my_artifacts")
-    assert config.artifacts_dir("cpu") == config.REPO_ROOT / "my_artifacts" / "cpu"
+    root = config.repo_root()
+    assert (root / "kd_utils" / "config.py").is_file()
+    assert config.artifacts_dir("cpu") == root / "my_artifacts" / "cpu"
     monkeypatch.setenv("KD_DATA_DIR", str(tmp_path / "d"))
     assert config.data_dir() == tmp_path / "d"
     monkeypatch.delenv("KD_DATA_DIR")
-    assert config.data_dir() == config.REPO_ROOT / "data"
-    assert (config.REPO_ROOT / "kd_utils" / "config.py").is_file()
-    assert isinstance(config.SAMPLE_DIR, Path)
+    assert config.data_dir() == root / "data"
+    assert config.sample_dir() == root / "data" / "sample"
+    assert config.results_dir("smoke") == root / "results" / "smoke"
+
+
+def test_an_installed_copy_finds_the_checkout_through_kd_root(monkeypatch, tmp_path):
+    monkeypatch.setenv("KD_ROOT", str(tmp_path))
+    assert config.repo_root() == tmp_path.resolve()
+    assert config.sample_dir() == tmp_path.resolve() / "data" / "sample"
+    monkeypatch.delenv("KD_ARTIFACTS")
+    assert config.artifacts_dir("paper") == tmp_path.resolve() / "artifacts" / "paper"

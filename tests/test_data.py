@@ -250,7 +250,7 @@ def test_bundled_cc0_sample():
     assert len(manifest.frame) == 24
     assert manifest.frame.label.value_counts().to_dict() == {0: 12, 1: 12}
     assert manifest.report.empty
-    assert (config.SAMPLE_DIR / "labels.csv").is_file() and (config.SAMPLE_DIR / "README.md").is_file()
+    assert (config.sample_dir() / "labels.csv").is_file() and (config.sample_dir() / "README.md").is_file()
 
 
 def test_unknown_source():
