@@ -37,13 +37,33 @@ def prepare_data(profile: config.Profile, root=None, rebuild: bool = False) -> d
     return manifest
 
 
-def datasets(profile: config.Profile, manifest: data.Manifest, batch_size: int | None = None):
-    """``(train, val, test)`` tf.data pipelines at the profile's image size."""
+def datasets(profile: config.Profile, manifest: data.Manifest, batch_size: int | None = None, teacher=None):
+    """``(train, val, test)`` tf.data pipelines at the profile's image size.
+
+    With a ``teacher``, train and validation batches carry its precomputed
+    logits (inputs are not augmented, so they are the same every epoch):
+    the teacher runs once per split instead of once per epoch and run.
+    """
     batch_size = batch_size or profile.batch_size
     return tuple(
-        data.make_dataset(manifest, split, profile.image_size, batch_size, seed=profile.seed)
+        data.make_dataset(
+            manifest, split, profile.image_size, batch_size, seed=profile.seed,
+            teacher_logits=None if teacher is None or split == "test" else teacher_logits(profile, manifest, teacher, split),
+        )
         for split in data.SPLITS
     )
+
+
+_LOGITS_CACHE: dict = {}
+
+
+def teacher_logits(profile: config.Profile, manifest: data.Manifest, teacher, split: str):
+    """The teacher's logits for every image of ``split``, in manifest order (cached in memory)."""
+    key = (id(teacher), profile.name, profile.image_size, split, len(manifest.frame))
+    if key not in _LOGITS_CACHE:
+        ordered = data.make_dataset(manifest, split, profile.image_size, 128, shuffle=False, cache=False)
+        _LOGITS_CACHE[key] = evaluation.predict(teacher, ordered).logits.astype("float32")
+    return _LOGITS_CACHE[key]
 
 
 def _classifier_compile(model: keras.Model, learning_rate: float) -> None:
@@ -108,14 +128,16 @@ def distill_student(
     temperature = profile.temperature if temperature is None else float(temperature)
     alpha = profile.alpha if alpha is None else float(alpha)
     batch_size = batch_size or profile.batch_size
-    lr = profile.lr_dsnet if student.lower() == "dsnet" else profile.lr_backbone
+    is_dsnet = student.lower() == "dsnet"
+    lr = profile.lr_dsnet if is_dsnet else profile.lr_backbone
+    epochs = profile.student_epochs if is_dsnet else profile.backbone_student_epochs
     run_dir = Path(run_dir or student_run_dir(profile, student, temperature, alpha, batch_size, scale_by_t2))
     run_config = {
         "model": f"{student} distilled",
         "profile": profile.name,
         "image_size": profile.image_size,
         "weights": None if student.lower() == "dsnet" else profile.weights,
-        "epochs": profile.student_epochs,
+        "epochs": epochs,
         "batch_size": batch_size,
         "learning_rate": lr,
         "seed": profile.seed,
@@ -128,7 +150,7 @@ def distill_student(
     if done:
         return keras.saving.load_model(run_dir / "best.keras", compile=False), done
     training.set_seeds(profile.seed)
-    train_ds, val_ds, test_ds = datasets(profile, manifest, batch_size)
+    train_ds, val_ds, test_ds = datasets(profile, manifest, batch_size, teacher=teacher)
     model = models.build_student(student, profile.image_size, weights=run_config["weights"])
     distiller = Distiller(student=model, teacher=teacher)
     distiller.compile(
@@ -138,7 +160,7 @@ def distill_student(
         temperature=temperature,
         scale_by_t2=scale_by_t2,
     )
-    fit_info = training.fit(distiller, train_ds, val_ds, profile.student_epochs, run_dir, verbose=verbose)
+    fit_info = training.fit(distiller, train_ds, val_ds, epochs, run_dir, verbose=verbose)
     fit_info["loss"] = distiller.loss_config()
     return model, _finish(model, run_dir, run_config, fit_info, test_ds)
 
