@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from kd_utils import data, evaluation, models, pipeline, training
+from kd_utils import config, data, evaluation, models, pipeline, training
 from kd_utils.distillation import Distiller
 
 
@@ -53,3 +53,13 @@ def test_quickstart_smoke_profile_end_to_end(capsys):
     again = pipeline.quickstart("smoke")
     assert again["dsnet"]["test"] == result["dsnet"]["test"]
     assert again["teacher"]["train_seconds"] == result["teacher"]["train_seconds"]
+
+
+def test_precomputed_teacher_logits_travel_with_their_images(synthetic_manifest):
+    profile = config.get_profile("smoke", image_size=32, batch_size=16)
+    teacher = models.build_dsnet(32)
+    train, val, test = pipeline.datasets(profile, synthetic_manifest, teacher=teacher)
+    for x, _ in train.take(2):
+        np.testing.assert_allclose(x["teacher_logits"].numpy(), np.asarray(teacher(x["images"])), rtol=1e-5, atol=1e-5)
+    assert set(next(iter(val))[0]) == {"images", "teacher_logits"}
+    assert next(iter(test))[0].dtype.name == "uint8"  # the test split is scored by the student alone
