@@ -44,7 +44,7 @@ from PIL import Image, UnidentifiedImageError
 
 from . import config, synthetic
 
-CLASS_NAMES = ("benign", "malignant")
+CLASS_NAMES = synthetic.CLASS_NAMES  # ("benign", "malignant"): label 0, label 1
 SPLITS = ("train", "val", "test")
 SOURCES = ("synthetic", "folder", "isic", "sample")
 MANIFEST_COLUMNS = ("path", "label", "split", "sha1", "phash", "width", "height", "original_path", "note")

@@ -60,10 +60,12 @@ _LOGITS_CACHE: dict = {}
 def teacher_logits(profile: config.Profile, manifest: data.Manifest, teacher, split: str):
     """The teacher's logits for every image of ``split``, in manifest order (cached in memory)."""
     key = (id(teacher), profile.name, profile.image_size, split, len(manifest.frame))
-    if key not in _LOGITS_CACHE:
+    cached = _LOGITS_CACHE.get(key)
+    # The entry holds the teacher itself: an id is only unique while its object lives.
+    if cached is None or cached[0] is not teacher:
         ordered = data.make_dataset(manifest, split, profile.image_size, 128, shuffle=False, cache=False)
-        _LOGITS_CACHE[key] = evaluation.predict(teacher, ordered).logits.astype("float32")
-    return _LOGITS_CACHE[key]
+        cached = _LOGITS_CACHE[key] = (teacher, evaluation.predict(teacher, ordered).logits.astype("float32"))
+    return cached[1]
 
 
 def _classifier_compile(model: keras.Model, learning_rate: float) -> None:
@@ -136,7 +138,7 @@ def distill_student(
         "model": f"{student} distilled",
         "profile": profile.name,
         "image_size": profile.image_size,
-        "weights": None if student.lower() == "dsnet" else profile.weights,
+        "weights": None if is_dsnet else profile.weights,
         "epochs": epochs,
         "batch_size": batch_size,
         "learning_rate": lr,

@@ -9,8 +9,7 @@ import numpy as np
 from PIL import Image
 
 from .evaluation import softmax
-
-CLASS_NAMES = ("benign", "malignant")
+from .models import CLASS_NAMES
 
 
 def save(fig, folder, name: str) -> Path:

@@ -85,10 +85,16 @@ def label(profile, source: str) -> str:
     return f"profile {name} | data {source} | {hardware()} | {datetime.date.today().isoformat()}"
 
 
-def compare(ours: pd.Series, paper: pd.Series, name: str = "accuracy") -> pd.DataFrame:
-    """Ours, the paper's and the difference (ours - paper), aligned on the index."""
-    table = pd.DataFrame({f"{name} (ours)": ours, f"{name} (paper)": paper})
-    table["difference"] = table.iloc[:, 0] - table.iloc[:, 1]
+def sweep_table(records: dict, paper: dict, name: str) -> pd.DataFrame:
+    """Table 1 / Table 6: validation and test accuracy of each run, the paper's
+    test accuracy and the difference (ours - paper), indexed by ``name``."""
+    table = pd.DataFrame({
+        "val accuracy": {k: r["best_val_accuracy"] for k, r in records.items()},
+        "test accuracy": {k: r["test"]["accuracy"] for k, r in records.items()},
+        "paper (test)": {k: paper.get(int(k)) for k in records},
+    })
+    table["difference"] = table["test accuracy"] - table["paper (test)"]
+    table.index.name = name
     return table
 
 

@@ -15,8 +15,8 @@ A run lives in one folder (``run_dir``):
 
 from __future__ import annotations
 
-import json
 import csv
+import json
 import math
 import shutil
 import time

@@ -63,3 +63,14 @@ def test_precomputed_teacher_logits_travel_with_their_images(synthetic_manifest)
         np.testing.assert_allclose(x["teacher_logits"].numpy(), np.asarray(teacher(x["images"])), rtol=1e-5, atol=1e-5)
     assert set(next(iter(val))[0]) == {"images", "teacher_logits"}
     assert next(iter(test))[0].dtype.name == "uint8"  # the test split is scored by the student alone
+
+
+def test_teacher_logits_cache_never_serves_another_teacher(synthetic_manifest):
+    profile = config.get_profile("smoke", image_size=32)
+    first = pipeline.teacher_logits(profile, synthetic_manifest, models.build_dsnet(32), "val")
+    other = models.build_dsnet(32)
+    again = pipeline.teacher_logits(profile, synthetic_manifest, other, "val")
+    images = np.concatenate([x.numpy() for x, _ in data.make_dataset(synthetic_manifest, "val", 32, 64, shuffle=False)])
+    np.testing.assert_allclose(again, np.asarray(other(images)), rtol=1e-5, atol=1e-5)
+    assert pipeline.teacher_logits(profile, synthetic_manifest, other, "val") is again  # cached for the same teacher
+    assert not np.allclose(first, again)

@@ -1,0 +1,31 @@
+import math
+
+import pandas as pd
+import pytest
+
+from kd_utils import reporting
+
+
+def record(val, test):
+    return {"best_val_accuracy": val, "test": {"accuracy": test}}
+
+
+def test_sweep_table_puts_ours_beside_the_paper():
+    table = reporting.sweep_table({1.0: record(0.6, 0.7), 10.0: record(0.8, 0.9)}, reporting.PAPER_TABLE1, "T")
+    assert table.index.name == "T" and list(table.index) == [1.0, 10.0]
+    assert table.loc[10.0].tolist() == pytest.approx([0.8, 0.9, 0.917, 0.9 - 0.917])
+    assert math.isnan(table.loc[1.0, "paper (test)"])  # the paper's Table 1 has no T = 1
+    assert math.isnan(table.loc[1.0, "difference"])
+
+
+def test_beside_paper_joins_per_class_rows():
+    ours = pd.DataFrame({"precision": [0.5]}, index=pd.MultiIndex.from_tuples([("DSNet", "benign")], names=["model", "class"]))
+    table = reporting.beside_paper(ours, reporting.PAPER_PER_CLASS)
+    assert table.loc[("DSNet", "benign")].tolist() == [0.5, 0.88, 0.97, 0.92]
+
+
+def test_written_tables_carry_their_title(tmp_path):
+    table = reporting.sweep_table({64: record(0.8, 0.85)}, reporting.PAPER_TABLE6, "batch size")
+    md = reporting.write_table(table, tmp_path, "table6", "Table 6 (profile cpu)")
+    assert md.read_text().startswith("### Table 6 (profile cpu)")
+    assert pd.read_csv(tmp_path / "table6.csv", index_col=0).loc[64, "paper (test)"] == 0.917
