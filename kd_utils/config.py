@@ -95,6 +95,18 @@ class Profile:
     #: Fraction of the data used for test when the source has no own split.
     test_fraction: float = 0.3
     seed: int = 10
+    #: Seeds of the repeated student runs: every table reports their mean and
+    #: standard deviation. ``seed`` above fixes the data split and the teacher.
+    seeds: tuple[int, ...] = (10, 11, 12)
+    #: Values of alpha tried at the chosen temperature (chosen on validation).
+    alphas: tuple[float, ...] = (0.1, 0.5)
+    #: Remove test images that (near-)duplicate a training image when the
+    #: source brings its own test split (a random split keeps them together).
+    remove_test_duplicates: bool = True
+    #: GPU only: float16 compute with float32 variables (``mixed_float16``).
+    mixed_precision: bool = False
+    #: GPU only: compile the train step with XLA.
+    jit_compile: bool = False
 
     def replace(self, **changes) -> "Profile":
         return dataclasses.replace(self, **changes)
@@ -116,6 +128,8 @@ PROFILES: dict[str, Profile] = {
         lr_backbone=1e-4,
         lr_dsnet=1e-3,
         synthetic_per_class=5000,
+        seeds=(10, 11, 12),
+        alphas=(0.1, 0.3, 0.5),
     ),
     "cpu": Profile(
         name="cpu",
@@ -150,6 +164,7 @@ PROFILES: dict[str, Profile] = {
         lr_dsnet=1e-3,
         synthetic_per_class=60,
         backbone_student_epochs=1,
+        seeds=(10, 11),
     ),
 }
 

@@ -82,6 +82,9 @@ class Report:
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows, columns=["path", "status", "reason"])
 
+    def paths(self) -> set[str]:
+        return {row["path"] for row in self.rows}
+
     def excluded(self) -> pd.DataFrame:
         frame = self.frame()
         return frame[frame.status == "excluded"].reset_index(drop=True)
@@ -421,8 +424,14 @@ def build_manifest(
     min_side: int = 32,
     work_dir=None,
     synthetic_per_class: int = 1000,
+    remove_test_duplicates: bool = True,
 ) -> Manifest:
-    """Validate a source's files, remove duplicates, split; see the module docstring."""
+    """Validate a source's files, remove duplicates, split; see the module docstring.
+
+    ``remove_test_duplicates=False`` keeps test images of a source's own split
+    that (near-)duplicate a training image, noted in the report, so that the
+    leak can be measured; :func:`leakage_audit` then lists them.
+    """
     report = Report()
     candidates, root = _candidates(source, root, image_size, seed, synthetic_per_class, report)
     work_dir = Path(work_dir) if work_dir else config.data_dir() / "converted"
@@ -431,7 +440,15 @@ def build_manifest(
         if item.status != "ok" or item.reason:
             report.add(item.candidate.path, "kept" if item.status == "ok" else item.status, item.reason)
     usable = [c for c in checked if c.status != "excluded"]
-    usable = _drop_exact_duplicates(usable, report)
+    before = len(usable)
+    usable, exact_from_test, conflicting = _drop_exact_duplicates(usable, report, remove_test_duplicates)
+    duplicates = {
+        "exact_copies_removed": before - len(usable) - conflicting,
+        "conflicting_labels_excluded": conflicting,
+        "exact_removed_from_test": exact_from_test,
+        "near_removed_from_test": 0,
+        "remove_test_duplicates": bool(remove_test_duplicates),
+    }
     labels = np.array([c.candidate.label for c in usable], dtype=np.int64)
     counts = np.bincount(labels, minlength=2)
     if counts.min() == 0:
@@ -445,7 +462,8 @@ def build_manifest(
     own_split = np.array([c.candidate.split for c in usable], dtype=object)
     if any(s is not None for s in own_split):
         split = np.where(own_split == "test", "test", "train").astype(object)
-        keep = _drop_test_leaks(usable, groups, split, report)
+        keep = _drop_test_leaks(usable, groups, split, report, remove_test_duplicates)
+        duplicates["near_removed_from_test"] = int((~keep).sum())
         usable, groups, labels, split = [c for c, k in zip(usable, keep) if k], groups[keep], labels[keep], split[keep]
     else:
         split = np.where(_stratified_group_split(groups, labels, test_fraction, seed), "test", "train").astype(object)
@@ -478,39 +496,53 @@ def build_manifest(
             "test_fraction": test_fraction,
             "near_duplicate_bits": near_duplicate_bits,
             "own_split": bool(any(s is not None for s in own_split)),
+            "duplicates": {**duplicates, "removed_from_test": duplicates["exact_removed_from_test"]
+                           + duplicates["near_removed_from_test"]},
         },
     )
     _check_splits(manifest)
     return manifest
 
 
-def _drop_exact_duplicates(usable: list[_Checked], report: Report) -> list[_Checked]:
+def _drop_exact_duplicates(usable: list[_Checked], report: Report, remove_from_test: bool = True):
+    """``(kept, copies removed from the source's test split, files excluded for conflicting labels)``."""
     by_sha: dict[str, list[_Checked]] = {}
     for item in usable:
         by_sha.setdefault(item.sha1, []).append(item)
-    kept = []
+    kept, from_test, conflicting = [], 0, 0
     for copies in by_sha.values():
         if len({c.candidate.label for c in copies}) > 1:
             for c in copies:
                 report.add(c.candidate.path, "excluded", f"same image as {len(copies) - 1} other file(s) with a conflicting label")
+            conflicting += len(copies)
             continue
         # Keep a training copy where the source's own split has one.
         first, *others = sorted(copies, key=lambda c: c.candidate.split == "test")
         for c in others:
+            leak = c.candidate.split == "test" and first.candidate.split != "test"
+            if leak and not remove_from_test:
+                report.add(c.candidate.path, "kept", f"test image is an exact duplicate of training image {first.candidate.path}")
+                kept.append(c)
+                continue
+            from_test += leak
             report.add(c.candidate.path, "excluded", f"exact duplicate of {first.candidate.path}")
         kept.append(first)
     order = {id(item): i for i, item in enumerate(usable)}
-    return sorted(kept, key=lambda c: order[id(c)])
+    return sorted(kept, key=lambda c: order[id(c)]), int(from_test), conflicting
 
 
-def _drop_test_leaks(usable, groups, split, report: Report) -> np.ndarray:
-    """Keep mask: test images in a duplicate group with a training image go."""
+def _drop_test_leaks(usable, groups, split, report: Report, remove: bool = True) -> np.ndarray:
+    """Keep mask: test images in a duplicate group with a training image go (or are noted)."""
     train_groups = set(groups[split == "train"])
     keep = np.ones(len(usable), dtype=bool)
     for i in np.flatnonzero(split == "test"):
         if groups[i] in train_groups:
-            keep[i] = False
             partner = next(usable[j].candidate.path for j in np.flatnonzero(groups == groups[i]) if split[j] == "train")
+            if not remove:
+                if str(usable[i].candidate.path) not in report.paths():
+                    report.add(usable[i].candidate.path, "kept", f"test image near-duplicates training image {partner}")
+                continue
+            keep[i] = False
             report.add(usable[i].candidate.path, "excluded", f"test image near-duplicates training image {partner}")
     return keep
 
@@ -526,16 +558,67 @@ def _check_splits(manifest: Manifest) -> None:
             )
 
 
-def near_duplicate_pairs(manifest: Manifest, max_bits: int | None = None) -> pd.DataFrame:
-    """Pairs of images in different splits whose perceptual hashes are within ``max_bits``."""
+def duplicate_pairs(manifest: Manifest, max_bits: int | None = None) -> pd.DataFrame:
+    """Every pair of images in the manifest that are the same file (sha1) or
+    near duplicates (perceptual hashes within ``max_bits``), with their splits."""
     max_bits = manifest.info.get("near_duplicate_bits", 4) if max_bits is None else max_bits
     frame = manifest.frame
     dist = hamming_matrix(frame.phash, frame.phash)
-    rows, cols = np.nonzero(np.triu(dist <= max_bits, k=1))
-    pairs = pd.DataFrame({"a": frame.path.values[rows], "b": frame.path.values[cols],
-                          "split_a": frame.split.values[rows], "split_b": frame.split.values[cols],
-                          "bits": dist[rows, cols]})
-    return pairs[pairs.split_a != pairs.split_b].reset_index(drop=True)
+    sha1 = np.asarray(frame.sha1, dtype=object)
+    same = sha1[:, None] == sha1[None, :]
+    rows, cols = np.nonzero(np.triu((dist <= max_bits) | same, k=1))
+    return pd.DataFrame({
+        "a": frame.path.values[rows], "b": frame.path.values[cols],
+        "split_a": frame.split.values[rows], "split_b": frame.split.values[cols],
+        "kind": np.where(same[rows, cols], "exact", "near"), "bits": dist[rows, cols],
+    })
+
+
+def near_duplicate_pairs(manifest: Manifest, max_bits: int | None = None) -> pd.DataFrame:
+    """Pairs of images in different splits whose perceptual hashes are within ``max_bits``."""
+    pairs = duplicate_pairs(manifest, max_bits)
+    return pairs[pairs.split_a != pairs.split_b].drop(columns="kind").reset_index(drop=True)
+
+
+def leakage_audit(manifest: Manifest, examples: int = 5) -> dict:
+    """Exact and near duplicates within and across the splits.
+
+    Returns ``{"pairs": DataFrame, "removed": dict, "examples": DataFrame}``:
+
+    * ``pairs`` - duplicate pairs still in the manifest, counted by kind
+      (exact / near) and by split pair (``train-train`` ... ``val-test``).
+      Pairs inside one split are harmless; pairs across splits are leaks.
+    * ``removed`` - what building the manifest removed: exact copies kept
+      once, copies with conflicting labels, and test images of a source's own
+      split that duplicated a training image (``removed_from_test``).
+    * ``examples`` - up to ``examples`` pairs of each kind, remaining pairs
+      first, then removed files with the image they duplicated.
+    """
+    pairs = duplicate_pairs(manifest)
+    order = {s: i for i, s in enumerate(SPLITS)}
+    if len(pairs):
+        first = np.where(pairs.split_a.map(order) <= pairs.split_b.map(order), pairs.split_a, pairs.split_b)
+        second = np.where(pairs.split_a.map(order) <= pairs.split_b.map(order), pairs.split_b, pairs.split_a)
+        pairs["splits"] = [f"{a}-{b}" for a, b in zip(first, second)]
+    else:
+        pairs["splits"] = pd.Series(dtype=str)
+    columns = [f"{a}-{b}" for i, a in enumerate(SPLITS) for b in SPLITS[i:]]
+    counts = pd.crosstab(pairs.kind, pairs.splits).reindex(index=["exact", "near"], columns=columns)
+    counts = counts.fillna(0).astype(int)
+    counts["across splits"] = counts[[c for c in columns if c.split("-")[0] != c.split("-")[1]]].sum(axis=1)
+    report = manifest.report
+    removed_rows = report[report.reason.str.contains("duplicat", na=False)] if len(report) else report
+    shown = pairs.sort_values("splits", key=lambda s: s.str.split("-").map(lambda p: p[0] == p[1]))
+    example_rows = [
+        {"what": f"{r.kind} pair, {r.splits}", "image": r.a, "detail": f"{r.b} ({r.bits} bits apart)"}
+        for r in shown.groupby("kind").head(examples).itertuples()
+    ] + [
+        {"what": r.status, "image": r.path, "detail": r.reason}
+        for r in removed_rows.head(2 * examples).itertuples()
+    ]
+    removed = dict(manifest.info.get("duplicates", {}))
+    return {"pairs": counts, "removed": removed,
+            "examples": pd.DataFrame(example_rows, columns=["what", "image", "detail"])}
 
 
 # --------------------------------------------------------------------------- tf.data

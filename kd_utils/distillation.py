@@ -149,7 +149,11 @@ class Distiller(keras.Model):
         return total, student_loss, distillation_loss
 
     def _update_metrics(self, y, student_logits, losses, sample_weight):
-        total, student_loss, distillation_loss = losses
+        # Under a tf.distribute strategy Keras losses come divided by the number
+        # of replicas (so that summed gradients are those of the global mean);
+        # the metrics report the per-example loss.
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        total, student_loss, distillation_loss = (value * replicas for value in losses)
         self.student_loss_tracker.update_state(student_loss)
         self.distillation_loss_tracker.update_state(distillation_loss)
         for metric in self.metrics:
@@ -168,8 +172,8 @@ class Distiller(keras.Model):
             student_logits = self.student(images, training=True)
             losses = self.compute_losses(y, student_logits, teacher_logits, sample_weight)
             total = losses[0]
-            if self.student.losses:
-                total = total + ops.sum(self.student.losses)
+            if self.student.losses:  # regularisation, split like the data losses
+                total = total + ops.sum(self.student.losses) / tf.distribute.get_strategy().num_replicas_in_sync
             scaled = self.optimizer.scale_loss(total) if hasattr(self.optimizer, "scale_loss") else total
         gradients = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))

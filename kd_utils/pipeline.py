@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from . import config, data, evaluation, models, reporting, training
-from .distillation import Distiller
+from .distillation import Distiller, SoftKLDivergence
 
 
 def prepare_data(profile: config.Profile, root=None, rebuild: bool = False) -> data.Manifest:
@@ -32,6 +33,7 @@ def prepare_data(profile: config.Profile, root=None, rebuild: bool = False) -> d
         test_fraction=profile.test_fraction,
         synthetic_per_class=profile.synthetic_per_class,
         work_dir=folder / "converted",
+        remove_test_duplicates=profile.remove_test_duplicates,
     )
     manifest.save(folder)
     return manifest
@@ -68,23 +70,86 @@ def teacher_logits(profile: config.Profile, manifest: data.Manifest, teacher, sp
     return cached[1]
 
 
-def _classifier_compile(model: keras.Model, learning_rate: float) -> None:
+def _classifier_compile(model: keras.Model, learning_rate: float, **compile_args) -> None:
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=_optimizer(learning_rate, compile_args.pop("mixed_precision", False)),
         loss=keras.losses.CategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.CategoricalAccuracy()],
+        **compile_args,
     )
 
 
+def _optimizer(learning_rate: float, mixed_precision: bool):
+    adam = keras.optimizers.Adam(learning_rate)
+    return keras.optimizers.LossScaleOptimizer(adam) if mixed_precision else adam
+
+
+def accelerator_options(profile: config.Profile) -> dict:
+    """The profile's mixed precision / XLA switches, applied only on a GPU.
+
+    On a CPU float16 is slower, not faster, so both stay off there; the run's
+    record lists them when they are on.
+    """
+    import tensorflow as tf
+
+    if not (profile.mixed_precision or profile.jit_compile) or not tf.config.list_physical_devices("GPU"):
+        return {}
+    return {"mixed_precision": bool(profile.mixed_precision), "jit_compile": bool(profile.jit_compile)}
+
+
+class _build_scope:
+    """Build models inside the strategy's scope and the profile's dtype policy."""
+
+    def __init__(self, strategy, mixed_precision: bool):
+        import tensorflow as tf
+
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.policy = "mixed_float16" if mixed_precision else None
+
+    def __enter__(self):
+        self._scope = self.strategy.scope()
+        self._scope.__enter__()
+        self._previous = keras.config.dtype_policy()
+        if self.policy:
+            keras.config.set_dtype_policy(self.policy)
+        return self
+
+    def __exit__(self, *exc):
+        keras.config.set_dtype_policy(self._previous)
+        return self._scope.__exit__(*exc)
+
+
+PREDICTIONS_FILE = reporting.PREDICTIONS_FILE
+
+
 def _finish(model, run_dir: Path, run_config: dict, fit_info: dict, test_ds) -> dict:
-    record = {"config": run_config, **fit_info, "test": evaluation.evaluate(model, test_ds)}
+    """Score the chosen model once on the test split; store record and predictions."""
+    predictions = evaluation.predict(model, test_ds)
+    np.savez(run_dir / PREDICTIONS_FILE, labels=predictions.labels, logits=predictions.logits)
+    test = evaluation.metrics_from_predictions(predictions)
+    test["params"] = models.count_params(model)
+    record = {"config": run_config, **fit_info, "test": test}
     training.save_record(run_dir, record)
     return record
 
 
-def train_teacher(profile: config.Profile, manifest: data.Manifest, run_dir=None, verbose: int = 2):
-    """Train (or load, when done) the ResNet50 teacher; returns ``(model, record)``."""
+def _loaded(run_dir: Path, record: dict, profile, manifest) -> tuple[keras.Model, dict]:
+    """A finished run: its model, and its record with ``run_dir`` (where it lies now)."""
+    model = keras.saving.load_model(run_dir / "best.keras", compile=False)
+    if not (run_dir / PREDICTIONS_FILE).is_file():  # runs recorded before predictions were kept
+        predictions = evaluation.predict(model, datasets(profile, manifest)[2])
+        np.savez(run_dir / PREDICTIONS_FILE, labels=predictions.labels, logits=predictions.logits)
+    return model, {**record, "run_dir": str(run_dir)}
+
+
+def train_teacher(profile: config.Profile, manifest: data.Manifest, run_dir=None, verbose: int = 2, strategy=None):
+    """Train (or load, when done) the ResNet50 teacher; returns ``(model, record)``.
+
+    The teacher is trained once, with ``profile.seed``: every student of every
+    seed distils from this same teacher.
+    """
     run_dir = Path(run_dir or config.artifacts_dir(profile) / "teacher")
+    accel = accelerator_options(profile)
     run_config = {
         "model": "ResNet50 teacher",
         "profile": profile.name,
@@ -95,22 +160,34 @@ def train_teacher(profile: config.Profile, manifest: data.Manifest, run_dir=None
         "learning_rate": profile.lr_backbone,
         "seed": profile.seed,
         "data": manifest.info,
+        **accel,
     }
     done = training.load_or_prepare(run_dir, run_config)
     if done:
-        return keras.saving.load_model(run_dir / "best.keras", compile=False), done
+        return _loaded(run_dir, done, profile, manifest)
     training.set_seeds(profile.seed)
     train_ds, val_ds, test_ds = datasets(profile, manifest)
-    teacher = models.build_teacher(profile.image_size, weights=profile.weights)
-    _classifier_compile(teacher, profile.lr_backbone)
+    with _build_scope(strategy, accel.get("mixed_precision", False)):
+        teacher = models.build_teacher(profile.image_size, weights=profile.weights)
+        _classifier_compile(teacher, profile.lr_backbone, **accel)
     fit_info = training.fit(teacher, train_ds, val_ds, profile.teacher_epochs, run_dir, verbose=verbose)
-    return teacher, _finish(teacher, run_dir, run_config, fit_info, test_ds)
+    return teacher, {**_finish(teacher, run_dir, run_config, fit_info, test_ds), "run_dir": str(run_dir)}
 
 
-def student_run_dir(profile, student, temperature, alpha, batch_size, scale_by_t2=False) -> Path:
-    """``artifacts/<profile>/students/<student>_T<T>_a<alpha>_b<batch>[_t2]``."""
-    name = f"{student.lower()}_T{float(temperature):g}_a{float(alpha):g}_b{int(batch_size)}"
-    return config.artifacts_dir(profile) / "students" / (name + ("_t2" if scale_by_t2 else ""))
+SOFT_LOSSES = {"ce": "CategoricalCrossentropy", "kl": "SoftKLDivergence"}
+
+
+def student_run_dir(profile, student, temperature, alpha, batch_size, scale_by_t2=False, soft_loss="ce",
+                    seed=None) -> Path:
+    """``artifacts/<profile>/students/<student>_T<T>_a<alpha>_b<batch>[_t2][_kl]_s<seed>``;
+    a run without the teacher (alpha = 1) is ``<student>_nokd_b<batch>_s<seed>``."""
+    seed = profile.seeds[0] if seed is None else int(seed)
+    if float(alpha) >= 1.0:
+        name = f"{student.lower()}_nokd_b{int(batch_size)}"
+    else:
+        name = f"{student.lower()}_T{float(temperature):g}_a{float(alpha):g}_b{int(batch_size)}"
+        name += ("_t2" if scale_by_t2 else "") + ("_kl" if soft_loss == "kl" else "")
+    return config.artifacts_dir(profile) / "students" / f"{name}_s{seed}"
 
 
 def distill_student(
@@ -123,48 +200,79 @@ def distill_student(
     alpha: float | None = None,
     batch_size: int | None = None,
     scale_by_t2: bool = False,
+    soft_loss: str = "ce",
+    seed: int | None = None,
     run_dir=None,
     verbose: int = 2,
+    strategy=None,
 ):
-    """Distil ``student`` from ``teacher`` (or load it when done); returns ``(model, record)``."""
-    temperature = profile.temperature if temperature is None else float(temperature)
+    """Distil ``student`` from ``teacher`` (or load it when done); returns ``(model, record)``.
+
+    ``alpha = 1`` keeps only the hard-label term: the same student, loop and
+    budget without the teacher (the no-distillation baseline). ``soft_loss``
+    is ``"ce"`` (the paper) or ``"kl"``; ``seed`` (default: the profile's
+    first) sets the initial weights and the batch order. ``strategy`` is a
+    ``tf.distribute.Strategy`` (e.g. ``MirroredStrategy`` over several GPUs);
+    the models are built and compiled in its scope.
+    """
     alpha = profile.alpha if alpha is None else float(alpha)
+    no_kd = alpha >= 1.0
+    temperature = 1.0 if no_kd else (profile.temperature if temperature is None else float(temperature))
+    scale_by_t2 = bool(scale_by_t2) and not no_kd
+    if soft_loss not in SOFT_LOSSES:
+        raise ValueError(f"soft_loss must be one of {sorted(SOFT_LOSSES)}, got {soft_loss!r}.")
+    soft_loss = "ce" if no_kd else soft_loss
+    seed = profile.seeds[0] if seed is None else int(seed)
     batch_size = batch_size or profile.batch_size
     is_dsnet = student.lower() == "dsnet"
     lr = profile.lr_dsnet if is_dsnet else profile.lr_backbone
     epochs = profile.student_epochs if is_dsnet else profile.backbone_student_epochs
-    run_dir = Path(run_dir or student_run_dir(profile, student, temperature, alpha, batch_size, scale_by_t2))
+    run_dir = Path(run_dir or student_run_dir(profile, student, temperature, alpha, batch_size, scale_by_t2,
+                                              soft_loss, seed))
+    accel = accelerator_options(profile)
     run_config = {
-        "model": f"{student} distilled",
+        "model": f"{student} " + ("without teacher" if no_kd else "distilled"),
+        "student": student,
         "profile": profile.name,
         "image_size": profile.image_size,
         "weights": None if is_dsnet else profile.weights,
         "epochs": epochs,
         "batch_size": batch_size,
         "learning_rate": lr,
-        "seed": profile.seed,
+        "seed": seed,
         "alpha": alpha,
-        "temperature": temperature,
+        "temperature": None if no_kd else temperature,
         "scale_by_t2": scale_by_t2,
+        "soft_loss": soft_loss,
         "data": manifest.info,
+        **accel,
     }
     done = training.load_or_prepare(run_dir, run_config)
     if done:
-        return keras.saving.load_model(run_dir / "best.keras", compile=False), done
-    training.set_seeds(profile.seed)
+        return _loaded(run_dir, done, profile, manifest)
+    training.set_seeds(seed)
     train_ds, val_ds, test_ds = datasets(profile, manifest, batch_size, teacher=teacher)
-    model = models.build_student(student, profile.image_size, weights=run_config["weights"])
-    distiller = Distiller(student=model, teacher=teacher)
-    distiller.compile(
-        optimizer=keras.optimizers.Adam(lr),
-        metrics=[keras.metrics.CategoricalAccuracy()],
-        alpha=alpha,
-        temperature=temperature,
-        scale_by_t2=scale_by_t2,
-    )
+    with _build_scope(strategy, accel.get("mixed_precision", False)):
+        model = models.build_student(student, profile.image_size, weights=run_config["weights"])
+        distiller = Distiller(student=model, teacher=teacher)
+        distiller.compile(
+            optimizer=_optimizer(lr, accel.get("mixed_precision", False)),
+            metrics=[keras.metrics.CategoricalAccuracy()],
+            distillation_loss_fn=SoftKLDivergence() if soft_loss == "kl" else None,
+            alpha=alpha,
+            temperature=temperature,
+            scale_by_t2=scale_by_t2,
+            **({"jit_compile": accel["jit_compile"]} if accel else {}),
+        )
     fit_info = training.fit(distiller, train_ds, val_ds, epochs, run_dir, verbose=verbose)
     fit_info["loss"] = distiller.loss_config()
-    return model, _finish(model, run_dir, run_config, fit_info, test_ds)
+    return model, {**_finish(model, run_dir, run_config, fit_info, test_ds), "run_dir": str(run_dir)}
+
+
+def repeat(profile, manifest, teacher, student="DSNet", *, seeds=None, verbose=0, **options) -> list[dict]:
+    """:func:`distill_student` once per seed of the profile; the records, in seed order."""
+    return [distill_student(profile, manifest, teacher, student, seed=s, verbose=verbose, **options)[1]
+            for s in (profile.seeds if seeds is None else seeds)]
 
 
 def summary_line(name: str, record: dict) -> str:
@@ -228,39 +336,88 @@ def load_teacher(profile: config.Profile):
     return keras.saving.load_model(run_dir / "best.keras", compile=False), record
 
 
-def sweep(profile, manifest, teacher, *, temperatures=None, batch_sizes=None, student="DSNet", verbose=0):
-    """DSNet distilled for each temperature (Table 1) or batch size (Table 6).
+def sweep(profile, manifest, teacher, *, temperatures=None, batch_sizes=None, alphas=None, student="DSNet",
+          temperature=None, alpha=None, verbose=0):
+    """DSNet for each temperature (Table 1), batch size (Table 6) or alpha, every seed.
 
-    Returns ``{value: record}``; each run is skipped when already done.
+    Returns ``{value: [record per seed]}``; each run is skipped when already
+    done. ``temperature`` / ``alpha`` fix the other knob (default: the profile's).
     """
     records = {}
     for t in temperatures or ():
-        records[float(t)] = distill_student(profile, manifest, teacher, student, temperature=t, verbose=verbose)[1]
+        records[float(t)] = repeat(profile, manifest, teacher, student, temperature=t, alpha=alpha, verbose=verbose)
     for b in batch_sizes or ():
-        records[int(b)] = distill_student(profile, manifest, teacher, student, batch_size=b, verbose=verbose)[1]
+        records[int(b)] = repeat(profile, manifest, teacher, student, batch_size=b, temperature=temperature,
+                                 alpha=alpha, verbose=verbose)
+    for a in alphas or ():
+        records[float(a)] = repeat(profile, manifest, teacher, student, alpha=a, temperature=temperature,
+                                   verbose=verbose)
     return records
 
 
+def _runs(value) -> list[dict]:
+    return value if isinstance(value, list) else [value]
+
+
+def mean_val_accuracy(runs) -> float:
+    return float(np.mean([r["best_val_accuracy"] for r in _runs(runs)]))
+
+
 def choose_on_validation(records: dict):
-    """The key whose run had the best validation accuracy (ties: the first)."""
-    return max(records, key=lambda k: (records[k]["best_val_accuracy"], -list(records).index(k)))
+    """The key whose runs had the best mean validation accuracy (ties: the first).
+
+    ``records`` maps a value to a record or to a list of records (one per seed).
+    The test split plays no part.
+    """
+    keys = list(records)
+    return max(keys, key=lambda k: (mean_val_accuracy(records[k]), -keys.index(k)))
 
 
 def save_choice(profile: config.Profile, name: str, value) -> Path:
     path = config.artifacts_dir(profile) / f"chosen_{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({name: value, "chosen_on": "validation accuracy"}))
+    path.write_text(json.dumps({name: value, "chosen_on": "mean validation accuracy over seeds"}))
     return path
 
 
-def load_choice(profile: config.Profile, name: str, notebook: str):
+def load_choice(profile: config.Profile, name: str, notebook: str = "04_temperature_sweep"):
     path = _require(config.artifacts_dir(profile) / f"chosen_{name}.json", notebook, profile)
     return reporting.load_record(path)[name]
 
 
-def load_student(profile, student="DSNet", *, temperature=None, batch_size=None, notebook="03_distill_dsnet"):
+def chosen_settings(profile: config.Profile) -> dict:
+    """``{"temperature": T, "alpha": alpha}`` chosen on validation by notebook 04."""
+    return {"temperature": load_choice(profile, "temperature"), "alpha": load_choice(profile, "alpha")}
+
+
+def load_student(profile, student="DSNet", *, temperature=None, alpha=None, batch_size=None, seed=None,
+                 scale_by_t2=False, soft_loss="ce", notebook="03_distill_dsnet"):
     """``(model, record)`` of a distillation run an earlier notebook finished."""
     temperature = profile.temperature if temperature is None else temperature
-    run_dir = student_run_dir(profile, student, temperature, profile.alpha, batch_size or profile.batch_size)
+    alpha = profile.alpha if alpha is None else alpha
+    if float(alpha) >= 1.0:
+        temperature = 1.0
+    run_dir = student_run_dir(profile, student, temperature, alpha, batch_size or profile.batch_size,
+                              scale_by_t2, soft_loss, seed)
     record = reporting.load_record(_require(run_dir / "record.json", notebook, profile))
-    return keras.saving.load_model(run_dir / "best.keras", compile=False), record
+    return keras.saving.load_model(run_dir / "best.keras", compile=False), {**record, "run_dir": str(run_dir)}
+
+
+def final_student_path(profile: config.Profile, student: str = "DSNet") -> Path:
+    """The ``.keras`` file of the student to deploy: the temperature and alpha
+    chosen on validation (notebook 04) and, of its seeds, the one with the
+    best validation accuracy."""
+    chosen = chosen_settings(profile)
+    records = {}
+    for seed in profile.seeds:
+        run_dir = student_run_dir(profile, student, chosen["temperature"], chosen["alpha"], profile.batch_size,
+                                  seed=seed)
+        if (run_dir / "record.json").is_file():
+            records[run_dir] = reporting.load_record(run_dir / "record.json")
+    if not records:
+        raise MissingStepError(
+            f"No finished {student} run at T={chosen['temperature']:g}, alpha={chosen['alpha']:g} in "
+            f"{config.artifacts_dir(profile) / 'students'}: run notebooks/04_temperature_sweep.ipynb with profile "
+            f"{profile.name!r} (or `python -m kd_utils reproduce --profile {profile.name}`)."
+        )
+    return choose_on_validation(records) / "best.keras"

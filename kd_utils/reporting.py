@@ -11,7 +11,13 @@ import json
 import platform
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+
+from . import stats
+
+#: Test-split labels and logits of a run, next to its ``record.json``.
+PREDICTIONS_FILE = "test_predictions.npz"
 
 #: Table 1 - DSNet test accuracy by temperature (20 epochs).
 PAPER_TABLE1 = {3: 0.828, 5: 0.850, 7: 0.896, 10: 0.917, 20: 0.842, 50: 0.813, 70: 0.898, 90: 0.866, 100: 0.772}
@@ -85,17 +91,117 @@ def label(profile, source: str) -> str:
     return f"profile {name} | data {source} | {hardware()} | {datetime.date.today().isoformat()}"
 
 
+def runs_of(value) -> list[dict]:
+    """A record or a list of records (one per seed) as a list."""
+    return value if isinstance(value, list) else [value]
+
+
+def values(value, key: str = "accuracy") -> np.ndarray:
+    """``record["test"][key]`` of every run."""
+    return np.array([r["test"][key] for r in runs_of(value)], dtype=np.float64)
+
+
 def sweep_table(records: dict, paper: dict, name: str) -> pd.DataFrame:
-    """Table 1 / Table 6: validation and test accuracy of each run, the paper's
-    test accuracy and the difference (ours - paper), indexed by ``name``."""
-    table = pd.DataFrame({
-        "val accuracy": {k: r["best_val_accuracy"] for k, r in records.items()},
-        "test accuracy": {k: r["test"]["accuracy"] for k, r in records.items()},
-        "paper (test)": {k: paper.get(int(k)) for k in records},
-    })
+    """Table 1 / Table 6: mean validation and test accuracy over the seeds of
+    each setting, the test standard deviation, the paper's test accuracy and
+    the difference (ours - paper), indexed by ``name``."""
+    rows = {}
+    for k, value in records.items():
+        runs = runs_of(value)
+        mean, sd = stats.mean_sd(values(runs))
+        rows[k] = {"val accuracy": float(np.mean([r["best_val_accuracy"] for r in runs])),
+                   "test accuracy": mean, "test sd": sd, "seeds": len(runs), "paper (test)": paper.get(int(k))}
+    table = pd.DataFrame(rows).T
+    table["seeds"] = table["seeds"].astype(int)
+    table["paper (test)"] = table["paper (test)"].astype(float)
     table["difference"] = table["test accuracy"] - table["paper (test)"]
     table.index.name = name
     return table
+
+
+def load_predictions(record: dict) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels, logits)`` of a run's test split (the record must carry ``run_dir``)."""
+    if "run_dir" not in record:
+        raise KeyError("This record has no 'run_dir': load it through kd_utils.pipeline.")
+    with np.load(Path(record["run_dir"]) / PREDICTIONS_FILE) as saved:
+        return saved["labels"], saved["logits"]
+
+
+def correct_matrix(runs) -> np.ndarray:
+    """``(n_seeds, n_images)``: 1 where the run was right on that test image; rows in seed order."""
+    runs = sorted(runs_of(runs), key=lambda r: r["config"]["seed"])
+    rows, first = [], None
+    for run in runs:
+        labels, logits = load_predictions(run)
+        if first is not None and not np.array_equal(labels, first):
+            raise ValueError("These runs were scored on different test images: they cannot be paired.")
+        first = labels
+        rows.append((np.argmax(logits, axis=-1) == labels).astype(np.float64))
+    return np.stack(rows)
+
+
+def kd_gain(kd_runs, no_kd_runs, n_resamples: int = 2000, confidence: float = 0.95) -> dict:
+    """Test accuracy with minus without the teacher, paired by seed and by test
+    image, with a percentile bootstrap interval (:func:`stats.paired_bootstrap`)."""
+    seeds_kd = sorted(r["config"]["seed"] for r in runs_of(kd_runs))
+    seeds_no = sorted(r["config"]["seed"] for r in runs_of(no_kd_runs))
+    if seeds_kd != seeds_no:
+        raise ValueError(f"Pair runs of the same seeds: with teacher {seeds_kd}, without {seeds_no}.")
+    return stats.paired_bootstrap(correct_matrix(kd_runs), correct_matrix(no_kd_runs),
+                                  n_resamples=n_resamples, confidence=confidence)
+
+
+def kd_table(kd: dict, no_kd: dict, n_resamples: int = 2000) -> pd.DataFrame:
+    """Table 2 with the baseline: per student, size and time, test accuracy
+    with the teacher and without (mean and sd over seeds), the KD gain and its
+    95% paired bootstrap interval."""
+    rows = {}
+    for name, runs in kd.items():
+        runs = runs_of(runs)
+        acc, sd = stats.mean_sd(values(runs))
+        base, base_sd = stats.mean_sd(values(no_kd[name]))
+        gain = kd_gain(runs, no_kd[name], n_resamples)
+        rows[name] = {
+            "params_m": runs[0]["test"]["params"]["trainable"] / 1e6,
+            "train_s": float(np.mean([r["train_seconds"] for r in runs])),
+            "predict_s": float(np.mean([r["test"]["prediction_seconds"] for r in runs])),
+            "accuracy": acc, "sd": sd, "no KD": base, "no KD sd": base_sd,
+            "KD gain": gain["difference"], "gain 95% low": gain["low"], "gain 95% high": gain["high"],
+            "seeds": len(runs),
+        }
+    table = pd.DataFrame(rows).T
+    table["seeds"] = table["seeds"].astype(int)
+    return table
+
+
+def calibration_table(named_runs: dict, n_bins: int = 10) -> pd.DataFrame:
+    """Expected calibration error of the malignant probability (and accuracy),
+    mean and sd over the runs of each model."""
+    rows = {}
+    for name, runs in named_runs.items():
+        eces = []
+        for run in runs_of(runs):
+            labels, logits = load_predictions(run)
+            eces.append(stats.expected_calibration_error(labels, _softmax(logits)[:, 1], n_bins))
+        ece, ece_sd = stats.mean_sd(eces)
+        acc, acc_sd = stats.mean_sd(values(runs))
+        rows[name] = {"ECE": ece, "ECE sd": ece_sd, "accuracy": acc, "accuracy sd": acc_sd, "runs": len(eces)}
+    table = pd.DataFrame(rows).T
+    table["runs"] = table["runs"].astype(int)
+    return table
+
+
+def pooled_probabilities(runs) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and malignant probabilities of every run, concatenated (for a reliability diagram)."""
+    pairs = [load_predictions(r) for r in runs_of(runs)]
+    return (np.concatenate([p[0] for p in pairs]),
+            np.concatenate([_softmax(p[1])[:, 1] for p in pairs]))
+
+
+def _softmax(logits):
+    from .evaluation import softmax
+
+    return softmax(np.asarray(logits, dtype=np.float64))
 
 
 def write_table(table: pd.DataFrame, folder, name: str, title: str) -> Path:

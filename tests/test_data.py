@@ -306,3 +306,52 @@ def test_training_pipeline_shuffles_and_keeps_teacher_logits_aligned(tmp_path):
     assert epochs[0] != list(range(len(train))) and epochs[0] != epochs[1]
     with pytest.raises(ValueError, match="teacher_logits must have shape"):
         data.make_dataset(manifest, "train", 32, 8, teacher_logits=logits[:3])
+
+
+# --------------------------------------------------------------------------- leakage audit
+
+
+def leaky_folder(root):
+    write_class_folder(root / "train", n_per_class=20)
+    write_class_folder(root / "test", n_per_class=6, start=500)
+    shutil.copy(root / "train/benign/benign_0.jpg", root / "test/benign/exact.jpg")
+    Image.open(root / "train/malignant/malignant_1.jpg").resize((60, 60)).save(root / "test/malignant/near.jpg", quality=80)
+    shutil.copy(root / "train/benign/benign_2.jpg", root / "train/benign/copy_2.jpg")  # within train
+    return root
+
+
+def test_leakage_audit_counts_what_was_removed_from_test(tmp_path):
+    manifest = build(leaky_folder(tmp_path / "ds"))
+    audit = data.leakage_audit(manifest)
+    assert audit["removed"]["exact_removed_from_test"] == 1
+    assert audit["removed"]["near_removed_from_test"] == 1
+    assert audit["removed"]["removed_from_test"] == 2
+    assert audit["removed"]["exact_copies_removed"] == 2  # the test copy and the train copy
+    assert audit["pairs"]["across splits"].sum() == 0
+    assert manifest.info["duplicates"]["removed_from_test"] == 2  # travels with every run record
+    details = " ".join(audit["examples"].detail)
+    assert "benign_0.jpg" in details and "malignant_1.jpg" in details
+
+
+def test_leakage_audit_finds_the_leaks_when_they_are_kept(tmp_path):
+    manifest = build(leaky_folder(tmp_path / "ds"), remove_test_duplicates=False)
+    audit = data.leakage_audit(manifest)
+    pairs = audit["pairs"]
+    assert audit["removed"]["removed_from_test"] == 0
+    assert pairs.loc["exact", "train-test"] + pairs.loc["exact", "val-test"] == 1
+    assert pairs.loc["near", "train-test"] + pairs.loc["near", "val-test"] == 1
+    assert pairs["across splits"].sum() == 2
+    assert manifest.counts().loc["test", "total"] == 14
+    leaks = audit["examples"][audit["examples"].what.str.contains("test")]
+    assert {p.split("/")[-1] for p in leaks.image} | {d.split(" ")[0].split("/")[-1] for d in leaks.detail} >= {"exact.jpg", "near.jpg"}
+
+
+def test_leakage_audit_of_a_clean_random_split(tmp_path):
+    root = write_class_folder(tmp_path / "ds", n_per_class=30)
+    for i in range(3):
+        Image.open(root / "benign" / f"benign_{i}.jpg").resize((50, 50)).save(root / "benign" / f"copy_{i}.png")
+    audit = data.leakage_audit(build(root))
+    pairs = audit["pairs"]
+    assert pairs.loc["near"].sum() - pairs.loc["near", "across splits"] == 3  # kept together in one split
+    assert pairs["across splits"].sum() == 0
+    assert audit["removed"]["removed_from_test"] == 0

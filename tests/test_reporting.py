@@ -13,9 +13,23 @@ def record(val, test):
 def test_sweep_table_puts_ours_beside_the_paper():
     table = reporting.sweep_table({1.0: record(0.6, 0.7), 10.0: record(0.8, 0.9)}, reporting.PAPER_TABLE1, "T")
     assert table.index.name == "T" and list(table.index) == [1.0, 10.0]
-    assert table.loc[10.0].tolist() == pytest.approx([0.8, 0.9, 0.917, 0.9 - 0.917])
+    row = table.loc[10.0]
+    assert [row["val accuracy"], row["test accuracy"], row["paper (test)"], row["difference"]] == pytest.approx(
+        [0.8, 0.9, 0.917, 0.9 - 0.917])
+    assert row["seeds"] == 1 and math.isnan(row["test sd"])
     assert math.isnan(table.loc[1.0, "paper (test)"])  # the paper's Table 1 has no T = 1
     assert math.isnan(table.loc[1.0, "difference"])
+
+
+def test_sweep_table_averages_the_seeds_of_each_setting():
+    table = reporting.sweep_table({10.0: [record(0.8, 0.90), record(0.7, 0.86), record(0.9, 0.88)]},
+                                  reporting.PAPER_TABLE1, "T")
+    row = table.loc[10.0]
+    assert row["val accuracy"] == pytest.approx(0.8)
+    assert row["test accuracy"] == pytest.approx(0.88)
+    assert row["test sd"] == pytest.approx(0.02)
+    assert row["seeds"] == 3
+    assert row["difference"] == pytest.approx(0.88 - 0.917)
 
 
 def test_beside_paper_joins_per_class_rows():

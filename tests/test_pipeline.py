@@ -1,0 +1,157 @@
+"""Repeated seeds, the no-teacher baseline, validation-only choices and the
+statistics built on the stored test predictions, on a tiny profile."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+from kd_utils import config, data, models, pipeline, reporting
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    profile = config.get_profile("smoke", image_size=32, batch_size=32, seeds=(1, 2), student_epochs=2)
+    manifest = data.build_manifest("synthetic", root / "images", image_size=32, synthetic_per_class=60,
+                                   work_dir=root / "converted")
+    keras.utils.set_random_seed(0)
+    teacher = models.build_dsnet(32)  # any logits model can teach; this one is fast
+    return profile, manifest, teacher
+
+
+@pytest.fixture
+def artifacts(tmp_path, monkeypatch):
+    monkeypatch.setenv("KD_ARTIFACTS", str(tmp_path / "artifacts"))
+    return tmp_path / "artifacts"
+
+
+def test_runs_repeat_over_seeds_and_keep_their_test_predictions(tiny, artifacts):
+    profile, manifest, teacher = tiny
+    kd = pipeline.repeat(profile, manifest, teacher)
+    no_kd = pipeline.repeat(profile, manifest, teacher, alpha=1.0)
+    assert [r["config"]["seed"] for r in kd] == [1, 2]
+    assert [r["run_dir"].rsplit("/", 1)[-1] for r in kd] == ["dsnet_T10_a0.1_b32_s1", "dsnet_T10_a0.1_b32_s2"]
+    assert [r["run_dir"].rsplit("/", 1)[-1] for r in no_kd] == ["dsnet_nokd_b32_s1", "dsnet_nokd_b32_s2"]
+    assert no_kd[0]["config"]["temperature"] is None and no_kd[0]["config"]["model"] == "DSNet without teacher"
+    n_test = len(manifest.split("test"))
+    correct = reporting.correct_matrix(kd)
+    assert correct.shape == (2, n_test)
+    np.testing.assert_allclose(correct.mean(axis=1), [r["test"]["accuracy"] for r in kd])
+    gain = reporting.kd_gain(kd, no_kd, n_resamples=500)
+    assert gain["difference"] == pytest.approx(np.mean([a["test"]["accuracy"] - b["test"]["accuracy"]
+                                                        for a, b in zip(kd, no_kd)]))
+    assert gain["low"] <= gain["difference"] <= gain["high"]
+    table = reporting.kd_table({"DSNet": kd}, {"DSNet": no_kd}, n_resamples=500)
+    assert table.loc["DSNet", "seeds"] == 2
+    assert table.loc["DSNet", "accuracy"] == pytest.approx(np.mean([r["test"]["accuracy"] for r in kd]))
+    assert table.loc["DSNet", "KD gain"] == pytest.approx(gain["difference"])
+    calibration = reporting.calibration_table({"DSNet": kd})
+    assert 0.0 <= calibration.loc["DSNet", "ECE"] <= 1.0 and calibration.loc["DSNet", "runs"] == 2
+    # Asking again reloads every run instead of training it.
+    again = pipeline.repeat(profile, manifest, teacher)
+    assert [r["test"] for r in again] == [r["test"] for r in kd]
+
+
+def test_pairing_refuses_runs_of_other_seeds(tiny, artifacts):
+    profile, manifest, teacher = tiny
+    kd = pipeline.repeat(profile, manifest, teacher, seeds=[1])
+    no_kd = pipeline.repeat(profile, manifest, teacher, alpha=1.0, seeds=[2])
+    with pytest.raises(ValueError, match="same seeds"):
+        reporting.kd_gain(kd, no_kd)
+
+
+def test_choices_use_mean_validation_accuracy_only():
+    def run(val, test):
+        return {"best_val_accuracy": val, "test": {"accuracy": test}}
+
+    records = {1.0: [run(0.70, 0.99), run(0.72, 0.99)], 10.0: [run(0.80, 0.50), run(0.76, 0.50)], 50.0: run(0.78, 0.9)}
+    assert pipeline.choose_on_validation(records) == 10.0  # best mean validation, whatever the test says
+    assert pipeline.choose_on_validation({3.0: run(0.8, 0), 5.0: run(0.8, 1)}) == 3.0  # ties: the first
+
+
+def test_final_student_is_the_chosen_setting_and_best_validation_seed(tiny, artifacts):
+    profile, manifest, teacher = tiny
+    with pytest.raises(pipeline.MissingStepError, match="04_temperature_sweep"):
+        pipeline.final_student_path(profile)
+    records = pipeline.repeat(profile, manifest, teacher, temperature=3.0, alpha=0.5)
+    pipeline.save_choice(profile, "temperature", 3.0)
+    pipeline.save_choice(profile, "alpha", 0.5)
+    best = max(records, key=lambda r: r["best_val_accuracy"])
+    assert str(pipeline.final_student_path(profile)) == os.path.join(best["run_dir"], "best.keras")
+    assert json.loads((artifacts / "smoke" / "chosen_alpha.json").read_text())["chosen_on"].startswith("mean validation")
+
+
+def test_kl_and_ce_soft_losses_train_the_same_student(tiny, artifacts):
+    """Equal gradients: from the same seed the two students end up (numerically) equal."""
+    profile, manifest, teacher = tiny
+    ce_model, ce = pipeline.distill_student(profile, manifest, teacher, seed=1, verbose=0)
+    kl_model, kl = pipeline.distill_student(profile, manifest, teacher, seed=1, soft_loss="kl", verbose=0)
+    assert kl["run_dir"].endswith("_kl_s1") and kl["loss"]["distillation_loss"] == "SoftKLDivergence"
+    history_ce, history_kl = ce["history"], kl["history"]
+    # the soft loss values differ (by the teacher's entropy) ...
+    assert history_ce["distillation_loss"][0] > history_kl["distillation_loss"][0] + 0.1
+    # ... the trained students do not
+    for a, b in zip(ce_model.get_weights(), kl_model.get_weights()):
+        np.testing.assert_allclose(a, b, atol=2e-4)
+    assert ce["test"]["accuracy"] == pytest.approx(kl["test"]["accuracy"], abs=0.02)
+
+
+def test_bad_soft_loss_is_refused(tiny, artifacts):
+    profile, manifest, teacher = tiny
+    with pytest.raises(ValueError, match="soft_loss"):
+        pipeline.distill_student(profile, manifest, teacher, soft_loss="mse")
+
+
+MIRRORED = textwrap.dedent("""
+    import os, sys
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    import numpy as np
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+    from kd_utils import models
+    from kd_utils.distillation import Distiller
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(16, 32, 32, 3)).astype("uint8")
+    labels = np.eye(2, dtype="float32")[rng.integers(0, 2, 16)]
+
+    def one_step(strategy):
+        with strategy.scope():
+            keras.utils.set_random_seed(3)
+            teacher = models.build_dsnet(32)
+            student = models.build_dsnet(32, dropout=0.0)
+            distiller = Distiller(student=student, teacher=teacher)
+            distiller.compile(optimizer=keras.optimizers.SGD(0.1), metrics=[keras.metrics.CategoricalAccuracy()],
+                              alpha=0.1, temperature=10.0)
+        ds = tf.data.Dataset.from_tensor_slices((images, labels)).batch(16)
+        before = distiller.evaluate(ds, verbose=0, return_dict=True)
+        history = distiller.fit(ds, epochs=1, verbose=0)
+        return before, history.history["loss"][0], [w.copy() for w in student.get_weights()]
+
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    assert mirrored.num_replicas_in_sync == 2
+    single = one_step(tf.distribute.OneDeviceStrategy("/cpu:0"))
+    multi = one_step(mirrored)
+    print("loss", single[0]["loss"], multi[0]["loss"], "train loss", single[1], multi[1])
+    np.testing.assert_allclose(single[0]["loss"], multi[0]["loss"], rtol=1e-5)
+    np.testing.assert_allclose(single[0]["distillation_loss"], multi[0]["distillation_loss"], rtol=1e-5)
+    np.testing.assert_allclose(single[1], multi[1], rtol=1e-5)
+    for a, b in zip(single[2], multi[2]):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    print("same")
+""")
+
+
+def test_distiller_under_mirrored_strategy_matches_one_device():
+    """Two logical CPU devices, one batch split between them: the same loss and the same update."""
+    result = subprocess.run([sys.executable, "-c", MIRRORED], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert "same" in result.stdout
