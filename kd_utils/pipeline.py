@@ -119,6 +119,13 @@ class _build_scope:
         return self._scope.__exit__(*exc)
 
 
+def _release_memory() -> None:
+    """Drop Keras' global state before building the next model: a sweep builds
+    dozens of models in one process, and without this its memory keeps growing.
+    Models built earlier keep working."""
+    keras.backend.clear_session(free_memory=True)
+
+
 PREDICTIONS_FILE = reporting.PREDICTIONS_FILE
 
 
@@ -137,6 +144,7 @@ def _loaded(run_dir: Path, record: dict, profile, manifest) -> tuple[keras.Model
     """A finished run: its model, and its record with ``run_dir`` (where it lies now)."""
     model = keras.saving.load_model(run_dir / "best.keras", compile=False)
     if not (run_dir / PREDICTIONS_FILE).is_file():  # runs recorded before predictions were kept
+        manifest = manifest or load_manifest(profile)
         predictions = evaluation.predict(model, datasets(profile, manifest)[2])
         np.savez(run_dir / PREDICTIONS_FILE, labels=predictions.labels, logits=predictions.logits)
     return model, {**record, "run_dir": str(run_dir)}
@@ -165,6 +173,7 @@ def train_teacher(profile: config.Profile, manifest: data.Manifest, run_dir=None
     done = training.load_or_prepare(run_dir, run_config)
     if done:
         return _loaded(run_dir, done, profile, manifest)
+    _release_memory()
     training.set_seeds(profile.seed)
     train_ds, val_ds, test_ds = datasets(profile, manifest)
     with _build_scope(strategy, accel.get("mixed_precision", False)):
@@ -250,6 +259,7 @@ def distill_student(
     done = training.load_or_prepare(run_dir, run_config)
     if done:
         return _loaded(run_dir, done, profile, manifest)
+    _release_memory()
     training.set_seeds(seed)
     train_ds, val_ds, test_ds = datasets(profile, manifest, batch_size, teacher=teacher)
     with _build_scope(strategy, accel.get("mixed_precision", False)):
@@ -333,7 +343,7 @@ def load_teacher(profile: config.Profile):
     """``(teacher, record)`` written by notebook 02."""
     run_dir = config.artifacts_dir(profile) / "teacher"
     record = reporting.load_record(_require(run_dir / "record.json", "02_teacher_resnet50", profile))
-    return keras.saving.load_model(run_dir / "best.keras", compile=False), record
+    return _loaded(run_dir, record, profile, None)
 
 
 def sweep(profile, manifest, teacher, *, temperatures=None, batch_sizes=None, alphas=None, student="DSNet",

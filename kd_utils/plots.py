@@ -61,12 +61,21 @@ def temperature_softening(logits, temperatures, title: str):
 
 
 def roc_curves(records: dict, title: str):
-    """Figure 7: per-class ROC with AUC for each named record's test metrics."""
+    """Figure 7: per-class ROC with AUC for each named test record.
+
+    A value may be a list of test records (one per seed): every seed's curve
+    is drawn and the legend gives the AUC as mean ± sd.
+    """
     fig, axes = plt.subplots(1, len(records), figsize=(4.6 * len(records), 4.2), squeeze=False)
-    for ax, (name, test) in zip(axes.ravel(), records.items()):
-        for cls in CLASS_NAMES:
-            roc = test["roc"][cls]
-            ax.plot(roc["fpr"], roc["tpr"], label=f"{cls} (AUC {test['auc'][cls]:.3f})")
+    for ax, (name, tests) in zip(axes.ravel(), records.items()):
+        tests = tests if isinstance(tests, list) else [tests]
+        for colour, cls in zip(("tab:blue", "tab:orange"), CLASS_NAMES):
+            aucs = np.array([t["auc"][cls] for t in tests])
+            text = f"{aucs[0]:.3f}" if len(aucs) == 1 else f"{aucs.mean():.3f} ± {aucs.std(ddof=1):.3f}, {len(aucs)} seeds"
+            for i, test in enumerate(tests):
+                roc = test["roc"][cls]
+                ax.plot(roc["fpr"], roc["tpr"], color=colour, alpha=1.0 if len(tests) == 1 else 0.6,
+                        label=f"{cls} (AUC {text})" if i == 0 else None)
         ax.plot([0, 1], [0, 1], "k--", lw=0.8)
         ax.set_xlabel("false positive rate")
         ax.set_ylabel("true positive rate")
@@ -93,17 +102,66 @@ def training_curves(history: dict, title: str):
 
 
 def sweep(values: dict, paper: dict, xlabel: str, title: str):
-    """A Table 1 / Table 6 sweep: ours (test and validation) beside the paper's."""
+    """A Table 1 / Table 6 sweep: ours (test mean ± sd over seeds, validation
+    mean) beside the paper's single runs. ``values[k]`` holds ``test``,
+    ``val`` and optionally ``test_sd``."""
     fig, ax = plt.subplots(figsize=(7, 3.5))
     keys = sorted(values)
-    ax.plot(keys, [values[k]["test"] for k in keys], "o-", label="ours, test")
-    ax.plot(keys, [values[k]["val"] for k in keys], "s--", label="ours, validation")
+    sd = [values[k].get("test_sd", 0.0) for k in keys]
+    ax.errorbar(keys, [values[k]["test"] for k in keys], yerr=np.nan_to_num(sd), fmt="o-", capsize=3,
+                label="ours, test (mean ± sd over seeds)")
+    ax.plot(keys, [values[k]["val"] for k in keys], "s--", label="ours, validation (mean)")
     pk = sorted(paper)
-    ax.plot(pk, [paper[k] for k in pk], "x:", label="paper, test")
+    ax.plot(pk, [paper[k] for k in pk], "x:", label="paper, test (one run)")
     ax.set_xscale("log" if xlabel.startswith("T") else "linear")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("accuracy")
     ax.legend()
     ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def sweep_values(table) -> dict:
+    """The points of :func:`sweep` from a :func:`kd_utils.reporting.sweep_table`."""
+    return {k: {"test": row["test accuracy"], "test_sd": row["test sd"], "val": row["val accuracy"]}
+            for k, row in table.iterrows()}
+
+
+def kd_gain(table, title: str):
+    """KD gain per student (accuracy with minus without the teacher) with its interval."""
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(table) + 1.5))
+    names = list(table.index)
+    gain = table["KD gain"].to_numpy(float)
+    low, high = table["gain 95% low"].to_numpy(float), table["gain 95% high"].to_numpy(float)
+    ax.barh(names, gain, xerr=[gain - low, high - gain], capsize=4,
+            color=["tab:green" if lo > 0 else "tab:red" if hi < 0 else "tab:gray" for lo, hi in zip(low, high)])
+    ax.axvline(0.0, color="k", lw=0.8)
+    ax.set_xlabel("test accuracy with teacher - without (95% paired bootstrap interval)")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def reliability(curves: dict, title: str, n_bins: int = 10):
+    """Reliability diagram: observed malignant fraction against the predicted
+    malignant probability, per model; ``curves[name] = (labels, p_malignant)``.
+    Below it, how many test predictions fall in each bin."""
+    from . import stats
+
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(5.5, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="calibrated")
+    edges = np.linspace(0, 1, n_bins + 1)
+    for name, (labels, p) in curves.items():
+        table = stats.reliability(labels, p, n_bins)
+        ece = stats.expected_calibration_error(labels, p, n_bins)
+        ax.plot(table["mean_predicted"], table["observed"], "o-", label=f"{name} (ECE {ece:.3f})")
+        hist.hist(p, bins=edges, histtype="step", label=name)
+    ax.set_ylabel("observed fraction malignant")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(title, fontsize=10)
+    hist.set_xlabel("predicted probability of malignancy")
+    hist.set_ylabel("images")
+    hist.set_yscale("log")
     fig.tight_layout()
     return fig

@@ -209,7 +209,9 @@ def write_table(table: pd.DataFrame, folder, name: str, title: str) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     table.to_csv(folder / f"{name}.csv")
-    (folder / f"{name}.md").write_text(f"### {title}\n\n{table.to_markdown(floatfmt='.3f')}\n")
+    # counts (seeds, runs) print as integers, everything else with 3 decimals
+    formats = ("g",) + tuple(".0f" if pd.api.types.is_integer_dtype(t) else ".3f" for t in table.dtypes)
+    (folder / f"{name}.md").write_text(f"### {title}\n\n{table.to_markdown(floatfmt=formats)}\n")
     return folder / f"{name}.md"
 
 

@@ -19,6 +19,7 @@ EXPECTED = [
     "04_temperature_sweep",
     "05_pretrained_students",
     "06_results_and_figures",
+    "07_baselines_ablation_calibration",
 ]
 
 
@@ -30,7 +31,7 @@ def code_cells(nb):
     return [c for c in nb["cells"] if c["cell_type"] == "code"]
 
 
-def test_the_six_notebooks_are_there_in_order():
+def test_the_seven_notebooks_are_there_in_order():
     assert [p.stem for p in NOTEBOOKS] == EXPECTED
 
 

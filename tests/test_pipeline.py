@@ -155,3 +155,25 @@ def test_distiller_under_mirrored_strategy_matches_one_device():
     result = subprocess.run([sys.executable, "-c", MIRRORED], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     assert "same" in result.stdout
+
+
+def test_mixed_precision_scope_trains_in_float16_and_restores_the_policy():
+    import tensorflow as tf
+
+    profile = config.get_profile("smoke", mixed_precision=True, jit_compile=True)
+    if not tf.config.list_physical_devices("GPU"):
+        assert pipeline.accelerator_options(profile) == {}  # float16 on a CPU is slower: off
+    assert pipeline.accelerator_options(config.get_profile("smoke")) == {}
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(16, 32, 32, 3)).astype("uint8")
+    labels = np.eye(2, dtype="float32")[rng.integers(0, 2, 16)]
+    with pipeline._build_scope(None, mixed_precision=True):
+        keras.utils.set_random_seed(0)
+        student = models.build_dsnet(32)
+        distiller = pipeline.Distiller(student=student, teacher=models.build_dsnet(32))
+        distiller.compile(optimizer=pipeline._optimizer(1e-3, True), metrics=[keras.metrics.CategoricalAccuracy()])
+    assert keras.config.dtype_policy().name == "float32"
+    assert student.layers[2].compute_dtype == "float16" and student.layers[2].variable_dtype == "float32"
+    assert isinstance(distiller.optimizer, keras.optimizers.LossScaleOptimizer)
+    history = distiller.fit(images, labels, batch_size=8, epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
