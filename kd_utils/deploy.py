@@ -1,0 +1,509 @@
+"""Deployment: TFLite export, one runner for ``.keras`` and ``.tflite``, prediction on files.
+
+Export (:func:`export_tflite`) goes through the public route that works with
+Keras 3: the model's inference call (``training=False``) is written as a
+SavedModel endpoint with ``keras.export.ExportArchive`` and converted with
+``tf.lite.TFLiteConverter.from_saved_model`` (variables are frozen into
+constants on the way). Three variants:
+
+* ``"none"``    - float32 weights and activations; the same numbers as Keras
+  up to float rounding. Input float32 raw pixels in [0, 255], output float32
+  logits.
+* ``"dynamic"`` - dynamic-range quantization: weights stored as int8,
+  activations computed in float. Input and output float32 as above.
+* ``"int8"``    - full integer quantization calibrated on representative
+  images (the project draws them from the TRAINING split). Input **uint8**,
+  output int8 logits with their scale and zero point.
+
+Why uint8 input for ``"int8"``: the model's contract is raw RGB pixels in
+[0, 255], and uint8 with scale 1 and zero point 0 holds exactly those values,
+so a decoded image feeds in unchanged (int8 input would need every pixel
+shifted by -128). Calibration sets the input scale from the smallest and
+largest values it sees, so the first calibration image gets one black (0)
+and one white (255) pixel: the input range is then exactly [0, 255] and the
+input quantization exactly ``(scale 1.0, zero point 0)`` whatever the images.
+
+Running (:func:`load_model`): ``.keras`` files run in Keras, ``.tflite`` files
+in the LiteRT interpreter (``ai_edge_litert``); both give float logits
+``(n, 2)`` for a batch of uint8 images, quantization handled inside.
+
+Prediction on files (:func:`predict_paths`) reads JPEG / PNG of any size and
+mode (grayscale, RGBA, palette, 16-bit) with :func:`kd_utils.data.load_image`,
+the reader of the training pipeline: the same decoder and the same
+antialiased resize to the model's input size, so a file gives the same
+pixels here as in training. Pillow checks every file first (a truncated
+JPEG must be an error, not a half-grey image) and converts what TensorFlow
+cannot decode. EXIF orientation is not applied (training does not apply it
+either).
+
+The outputs are research results, not diagnoses (:data:`DISCLAIMER`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from . import data, evaluation
+from .models import CLASS_NAMES
+
+QUANTIZATIONS = ("none", "dynamic", "int8")
+MODEL_SUFFIXES = (".keras", ".tflite")
+#: Files a directory given to :func:`predict_paths` is searched for (any case).
+PREDICT_SUFFIXES = (".jpg", ".jpeg", ".png")
+DISCLAIMER = (
+    "Research tool, not a diagnostic device: these outputs must not be used for clinical decisions."
+)
+
+
+# --------------------------------------------------------------------------- export
+
+
+def check_quantize(quantize: str) -> str:
+    """``quantize`` if it is one of :data:`QUANTIZATIONS`, else a ValueError saying which are."""
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(
+            f"Unknown quantize={quantize!r}; expected one of {', '.join(QUANTIZATIONS)} "
+            "(none: float32, dynamic: int8 weights, int8: full integer with representative images)."
+        )
+    return quantize
+
+
+def _representative_array(images, image_size: int) -> np.ndarray:
+    """Representative images as one uint8 array ``(n, size, size, 3)``; ValueError when unusable."""
+    if images is None:
+        raise ValueError(
+            "quantize='int8' needs representative_images: ~100-200 uint8 images of shape "
+            f"({image_size}, {image_size}, 3) from the training split (see representative_images())."
+        )
+    if isinstance(images, np.ndarray):
+        array = images
+    else:
+        items = [np.asarray(image) for image in images]
+        shapes = sorted({item.shape for item in items})
+        if len(shapes) > 1:
+            raise ValueError(f"representative_images differ in shape ({shapes[:3]}); resize them to the model's input.")
+        array = np.stack(items) if items else np.zeros((0, image_size, image_size, 3), np.uint8)
+    if array.ndim != 4 or array.shape[0] == 0 or array.shape[1:] != (image_size, image_size, 3):
+        raise ValueError(
+            f"representative_images must be a non-empty batch of ({image_size}, {image_size}, 3) images "
+            f"(the model's input size); got shape {array.shape}."
+        )
+    return np.clip(array, 0, 255).astype(np.uint8)
+
+
+def _as_keras_model(model):
+    import keras
+
+    from . import models  # noqa: F401  (registers Preprocess for loading)
+
+    if isinstance(model, keras.Model):
+        return model
+    path = _check_model_path(model)
+    if path.suffix != ".keras":
+        raise ValueError(f"Only Keras models (.keras) can be exported; got {path}.")
+    return keras.saving.load_model(path, compile=False)
+
+
+def _input_size(model) -> int:
+    shape = tuple(model.input_shape)
+    if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 3 or shape[1] is None:
+        raise ValueError(f"Expected a model for square RGB images (None, size, size, 3); got input {shape}.")
+    return int(shape[1])
+
+
+def export_tflite(model, out_path, quantize: str = "none", representative_images=None) -> Path:
+    """Write ``model`` (a keras.Model or a ``.keras`` path) as a ``.tflite`` file.
+
+    ``quantize``: ``"none"`` (float32), ``"dynamic"`` (int8 weights, float
+    activations) or ``"int8"`` (full integer: uint8 input, int8 output; needs
+    ``representative_images``, an array or iterable of uint8 images at the
+    model's input size, ~100-200 from the training split). See the module
+    docstring for the input/output types. Returns the written path; the batch
+    dimension stays dynamic.
+    """
+    check_quantize(quantize)
+    import keras
+    import tensorflow as tf
+
+    model = _as_keras_model(model)
+    size = _input_size(model)
+    representative = _representative_array(representative_images, size) if quantize == "int8" else None
+    out_path = Path(out_path)
+    with tempfile.TemporaryDirectory(prefix="kd_export_") as saved_model:
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint(
+            "serve",
+            lambda images: model(images, training=False),
+            input_signature=[tf.TensorSpec((None, size, size, 3), tf.float32, name="image")],
+        )
+        archive.write_out(saved_model, verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+        if quantize in ("dynamic", "int8"):
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantize == "int8":
+            converter.representative_dataset = _calibration_batches(representative)
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_input_type = tf.uint8
+            converter.inference_output_type = tf.int8
+        flatbuffer = converter.convert()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_bytes(flatbuffer)
+    return out_path
+
+
+def _calibration_batches(images: np.ndarray):
+    """The converter's representative dataset: one float32 image per step.
+
+    The first image gets a black and a white pixel so that the calibrated
+    input range is exactly [0, 255] (input scale 1, zero point 0).
+    """
+
+    def generate():
+        for i, image in enumerate(images):
+            image = image.astype(np.float32)
+            if i == 0:
+                image[0, 0, :] = 0.0
+                image[0, min(1, image.shape[1] - 1), :] = 255.0
+            yield [image[None]]
+
+    return generate
+
+
+def representative_images(manifest, image_size: int, n: int = 200, split: str = "train", seed: int = 0) -> np.ndarray:
+    """Up to ``n`` images of ``split`` (seeded sample, both classes in proportion), uint8."""
+    rows = manifest.split(split)
+    if rows.empty:
+        raise ValueError(f"The {split} split is empty: no representative images.")
+    take = np.sort(np.random.default_rng(seed).permutation(len(rows))[: min(n, len(rows))])
+    return np.stack([data.load_image(str(path), image_size).numpy() for path in rows.path.values[take]])
+
+
+# --------------------------------------------------------------------------- runners
+
+
+def _check_model_path(path) -> Path:
+    path = Path(path)
+    if path.suffix.lower() not in MODEL_SUFFIXES:
+        raise ValueError(
+            f"Unsupported model file {path}: expected a .keras (Keras) or .tflite (LiteRT) file, "
+            f"got suffix {path.suffix or '(none)'!r}."
+        )
+    if not path.is_file():
+        raise FileNotFoundError(f"Model file {path} does not exist.")
+    return path
+
+
+def _as_batch(images, image_size: int) -> np.ndarray:
+    array = np.asarray(images)
+    if array.ndim == 3:
+        array = array[None]
+    if array.ndim != 4 or array.shape[1:] != (image_size, image_size, 3):
+        raise ValueError(
+            f"Expected images of shape (n, {image_size}, {image_size}, 3) with raw pixels in [0, 255]; "
+            f"got {array.shape}."
+        )
+    return array
+
+
+class KerasRunner:
+    """A Keras model behind the runner interface (graph-compiled inference call)."""
+
+    format = "keras"
+
+    def __init__(self, model, path=None):
+        import tensorflow as tf
+
+        self.model = model
+        self.path = Path(path) if path is not None else None
+        self.image_size = _input_size(model)
+        spec = tf.TensorSpec((None, self.image_size, self.image_size, 3), tf.float32)
+        self._call = tf.function(lambda x: model(x, training=False), input_signature=[spec])  # one trace, any batch
+
+    def predict_logits(self, images, batch_size: int = 64) -> np.ndarray:
+        """Float32 logits ``(n, 2)`` for uint8 (or float) raw-pixel images."""
+        batch = _as_batch(images, self.image_size)
+        out = [
+            np.asarray(self._call(batch[i : i + batch_size].astype(np.float32)))
+            for i in range(0, len(batch), batch_size)
+        ]
+        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 2), np.float32)
+
+
+class TFLiteRunner:
+    """A ``.tflite`` file in the LiteRT interpreter; quantized inputs/outputs handled."""
+
+    format = "tflite"
+
+    def __init__(self, path, num_threads: int | None = None):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.path = Path(path)
+        self.interpreter = Interpreter(model_path=str(self.path), num_threads=num_threads)
+        self.interpreter.allocate_tensors()
+        self._input = self.interpreter.get_input_details()[0]
+        self._output = self.interpreter.get_output_details()[0]
+        shape = tuple(int(s) for s in self._input["shape"])
+        if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 3:
+            raise ValueError(f"{self.path}: expected an input of shape (batch, size, size, 3); got {shape}.")
+        self.image_size = shape[1]
+        self.input_dtype = np.dtype(self._input["dtype"])
+        self.input_quantization = tuple(self._input["quantization"])  # (scale, zero point)
+        self.output_dtype = np.dtype(self._output["dtype"])
+        self.output_quantization = tuple(self._output["quantization"])
+        self._batch = shape[0]
+
+    def _quantize(self, batch: np.ndarray) -> np.ndarray:
+        dtype = self.input_dtype
+        if not np.issubdtype(dtype, np.integer):
+            return batch.astype(dtype)
+        scale, zero_point = self.input_quantization
+        values = batch.astype(np.float64)
+        if scale:
+            values = np.round(values / scale + zero_point)
+        info = np.iinfo(dtype)
+        return np.clip(values, info.min, info.max).astype(dtype)
+
+    def _dequantize(self, output: np.ndarray) -> np.ndarray:
+        scale, zero_point = self.output_quantization
+        if np.issubdtype(self.output_dtype, np.integer) and scale:
+            return ((output.astype(np.float32) - zero_point) * scale).astype(np.float32)
+        return output.astype(np.float32)
+
+    def _invoke(self, batch: np.ndarray) -> np.ndarray:
+        if batch.shape[0] != self._batch:
+            self.interpreter.resize_tensor_input(self._input["index"], list(batch.shape))
+            self.interpreter.allocate_tensors()
+            self._batch = batch.shape[0]
+        self.interpreter.set_tensor(self._input["index"], batch)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self._output["index"]).copy()
+
+    def predict_logits(self, images, batch_size: int = 64) -> np.ndarray:
+        """Float32 logits ``(n, 2)`` for uint8 raw-pixel images, any batch size."""
+        batch = self._quantize(_as_batch(images, self.image_size))
+        out = [self._dequantize(self._invoke(batch[i : i + batch_size])) for i in range(0, len(batch), batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, 2), np.float32)
+
+
+def load_model(path, num_threads: int | None = None):
+    """A runner for a ``.keras`` or ``.tflite`` file: ``.image_size``, ``.predict_logits(images)``.
+
+    ``num_threads`` applies to the LiteRT interpreter (default: its own choice).
+    """
+    path = _check_model_path(path)
+    if path.suffix.lower() == ".tflite":
+        return TFLiteRunner(path, num_threads=num_threads)
+    import keras
+
+    from . import models  # noqa: F401  (registers Preprocess for loading)
+
+    return KerasRunner(keras.saving.load_model(path, compile=False), path)
+
+
+def _runner(model):
+    """A runner from a runner, an in-memory keras.Model or a model file."""
+    if hasattr(model, "predict_logits"):
+        return model
+    if hasattr(model, "input_shape") and hasattr(model, "layers"):  # a keras.Model
+        return KerasRunner(model)
+    return load_model(model)
+
+
+# --------------------------------------------------------------------------- comparison
+
+
+def compare_on_split(keras_model_path, tflite_paths, manifest, split: str = "test", batch_size: int = 64):
+    """Accuracy and malignant AUC of a Keras model and its exported copies on one split.
+
+    Returns a DataFrame, one row per model (the Keras model first), with
+    ``format``, ``size_bytes``, ``accuracy``, ``auc_malignant``,
+    ``accuracy_loss`` (Keras accuracy minus this model's, in accuracy points
+    as a fraction), ``agreement`` (share of images with the same predicted
+    class as Keras), ``max_prob_diff`` (largest difference in malignant
+    probability from Keras) and ``seconds`` (model time for the split).
+    """
+    import pandas as pd
+
+    reference = _runner(keras_model_path)
+    runners = [reference, *(_runner(p) for p in ([tflite_paths] if isinstance(tflite_paths, (str, Path)) else tflite_paths))]
+    for runner in runners[1:]:
+        if runner.image_size != reference.image_size:
+            raise ValueError(
+                f"{runner.path} takes {runner.image_size}px images, the Keras model {reference.image_size}px."
+            )
+    dataset = data.make_dataset(manifest, split, reference.image_size, batch_size, shuffle=False, cache=False)
+    logits = [[] for _ in runners]
+    seconds = [0.0 for _ in runners]
+    labels = []
+    for images, y in dataset:
+        images = images.numpy()
+        labels.append(np.argmax(y.numpy(), axis=-1))
+        for k, runner in enumerate(runners):
+            start = time.perf_counter()
+            logits[k].append(runner.predict_logits(images))
+            seconds[k] += time.perf_counter() - start
+    labels = np.concatenate(labels)
+    rows = []
+    ref_logits = np.concatenate(logits[0]).astype(np.float64)
+    ref_prob = evaluation.softmax(ref_logits)[:, 1]
+    for k, runner in enumerate(runners):
+        out = np.concatenate(logits[k]).astype(np.float64)
+        record = evaluation.metrics_from_predictions(evaluation.Predictions(labels, out, seconds[k]))
+        path = Path(runner.path) if runner.path is not None else None
+        rows.append(
+            {
+                "model": path.name if path else f"model {k}",
+                "format": runner.format,
+                "size_bytes": path.stat().st_size if path and path.is_file() else None,
+                "n": record["n"],
+                "accuracy": record["accuracy"],
+                "auc_malignant": record["auc"].get("malignant", float("nan")),
+                "agreement": float(np.mean(np.argmax(out, axis=-1) == np.argmax(ref_logits, axis=-1))),
+                "max_prob_diff": float(np.max(np.abs(evaluation.softmax(out)[:, 1] - ref_prob))),
+                "seconds": seconds[k],
+            }
+        )
+    frame = pd.DataFrame(rows)
+    frame["accuracy_loss"] = frame.accuracy.iloc[0] - frame.accuracy
+    return frame
+
+
+# --------------------------------------------------------------------------- prediction on files
+
+
+class ImageReadError(ValueError):
+    """A file could not be read as an image; the message says why."""
+
+
+@dataclasses.dataclass
+class ImageResult:
+    """The model's output for one file, or why there is none."""
+
+    path: str
+    malignant_probability: float | None = None
+    label: str | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _resize_like_load_image(rgb: np.ndarray, image_size: int) -> np.ndarray:
+    """The resize of :func:`kd_utils.data.load_image` applied to an RGB uint8 array."""
+    import tensorflow as tf
+
+    resized = tf.image.resize(rgb, (image_size, image_size), antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8).numpy()
+
+
+def read_image(path, image_size: int) -> np.ndarray:
+    """One file as uint8 ``(size, size, 3)``; ImageReadError (with the reason) if unusable.
+
+    Pillow checks the file first (unknown format, truncated data). JPEG and
+    PNG files of any mode are then read by :func:`kd_utils.data.load_image`
+    itself, the reader of the training pipeline (TensorFlow decodes gray,
+    palette, alpha and 16-bit files to 8-bit RGB); other formats, and the
+    rare JPEG/PNG TensorFlow cannot decode (CMYK), are converted to 8-bit RGB
+    with Pillow and resized the same way.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.exists():
+        raise ImageReadError("file not found")
+    if not path.is_file():
+        raise ImageReadError("not a file")
+    try:
+        with Image.open(path) as image:
+            direct = image.format in ("JPEG", "PNG")
+            image.load()  # raises on truncated or corrupt data, which TensorFlow may decode silently
+            rgb = None if direct else np.asarray(data._to_rgb8(image))
+    except UnidentifiedImageError:
+        raise ImageReadError("not an image (unknown format)") from None
+    except Image.DecompressionBombError as err:
+        raise ImageReadError(f"image too large: {err}") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ImageReadError(f"unreadable or truncated image: {err}") from None
+    if rgb is None:
+        import tensorflow as tf
+
+        try:
+            return data.load_image(str(path), image_size).numpy()
+        except tf.errors.OpError:  # a file Pillow reads but TensorFlow does not
+            with Image.open(path) as image:
+                rgb = np.asarray(data._to_rgb8(image))
+    return _resize_like_load_image(rgb, image_size)
+
+
+def expand_paths(paths_or_dirs) -> list[Path]:
+    """Files to predict: files as given, directories searched recursively for
+    .jpg/.jpeg/.png (any case, hidden files skipped), sorted per directory.
+
+    A directory without such files is kept as it is, so that it gets an error entry.
+    """
+    if isinstance(paths_or_dirs, (str, Path)):
+        paths_or_dirs = [paths_or_dirs]
+    files = []
+    for item in paths_or_dirs:
+        item = Path(item)
+        if item.is_dir():
+            found = sorted(
+                p for p in item.rglob("*")
+                if p.is_file() and p.suffix.lower() in PREDICT_SUFFIXES
+                and not any(part.startswith(".") for part in p.relative_to(item).parts)
+            )
+            files.extend(found or [item])
+        else:
+            files.append(item)
+    return files
+
+
+def predict_paths(paths_or_dirs, model, batch_size: int = 32, threshold: float = 0.5) -> list[ImageResult]:
+    """Malignant probability and label for every image file (directories expanded).
+
+    ``model`` is a ``.keras`` / ``.tflite`` path or a runner from
+    :func:`load_model`. The label is ``malignant`` when the probability is at
+    least ``threshold``. A file that cannot be read gets an ``error`` entry;
+    the others still run. Results follow :func:`expand_paths`' order.
+    """
+    runner = _runner(model)
+    results = [ImageResult(str(p)) for p in expand_paths(paths_or_dirs)]
+    pending: list[tuple[ImageResult, np.ndarray]] = []
+
+    def flush():
+        if not pending:
+            return
+        logits = runner.predict_logits(np.stack([image for _, image in pending]))
+        for (result, _), p in zip(pending, evaluation.softmax(logits)[:, 1]):
+            result.malignant_probability = float(p)
+            result.label = CLASS_NAMES[int(p >= threshold)]
+        pending.clear()
+
+    for result in results:
+        path = Path(result.path)
+        if path.is_dir():
+            result.error = f"no {'/'.join(PREDICT_SUFFIXES)} files in this directory"
+            continue
+        try:
+            pending.append((result, read_image(path, runner.image_size)))
+        except ImageReadError as err:
+            result.error = str(err)
+        if len(pending) >= batch_size:
+            flush()
+    flush()
+    return results
+
+
+def results_frame(results: Iterable[ImageResult]):
+    """The results as a DataFrame (``path``, ``malignant_probability``, ``label``, ``error``)."""
+    import pandas as pd
+
+    return pd.DataFrame([dataclasses.asdict(r) for r in results], columns=["path", "malignant_probability", "label", "error"])
