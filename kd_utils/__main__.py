@@ -82,6 +82,9 @@ def reproduce(profile_name: str | None, only: list[str] | None = None) -> int:
     print(f"\nAll {len(books)} notebooks ran in {time.perf_counter() - start:.0f} s. Paper vs ours:\n")
     for table in sorted(config.results_dir(profile).glob("table*.md")):
         print(table.read_text())
+    beyond = sorted(p.name for p in config.results_dir(profile).glob("*.md") if not p.name.startswith("table"))
+    if beyond:
+        print("Beyond the paper (KD gain, ablation, calibration, leakage; notebook 07): " + ", ".join(beyond))
     print(f"Tables, figures and executed notebooks: {config.results_dir(profile)}")
     return 0
 

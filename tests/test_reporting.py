@@ -42,4 +42,6 @@ def test_written_tables_carry_their_title(tmp_path):
     table = reporting.sweep_table({64: record(0.8, 0.85)}, reporting.PAPER_TABLE6, "batch size")
     md = reporting.write_table(table, tmp_path, "table6", "Table 6 (profile cpu)")
     assert md.read_text().startswith("### Table 6 (profile cpu)")
+    row = [line for line in md.read_text().splitlines() if line.startswith("|           64")][0]
+    assert [c.strip() for c in row.split("|")][1:7] == ["64", "0.800", "0.850", "nan", "1", "0.917"]  # counts as integers
     assert pd.read_csv(tmp_path / "table6.csv", index_col=0).loc[64, "paper (test)"] == 0.917
