@@ -365,12 +365,8 @@ def sweep(profile, manifest, teacher, *, temperatures=None, batch_sizes=None, al
     return records
 
 
-def _runs(value) -> list[dict]:
-    return value if isinstance(value, list) else [value]
-
-
 def mean_val_accuracy(runs) -> float:
-    return float(np.mean([r["best_val_accuracy"] for r in _runs(runs)]))
+    return float(np.mean([r["best_val_accuracy"] for r in reporting.runs_of(runs)]))
 
 
 def choose_on_validation(records: dict):

@@ -101,6 +101,13 @@ def values(value, key: str = "accuracy") -> np.ndarray:
     return np.array([r["test"][key] for r in runs_of(value)], dtype=np.float64)
 
 
+def per_class(runs, statistic: str = "mean") -> pd.DataFrame:
+    """Per-class precision / recall / F1 of the test split, ``mean`` or ``std``
+    (sample sd) over the runs; rows benign and malignant."""
+    frames = [pd.DataFrame(r["test"]["per_class"]).T[["precision", "recall", "f1"]] for r in runs_of(runs)]
+    return getattr(pd.concat(frames).groupby(level=0, sort=False), statistic)()
+
+
 def sweep_table(records: dict, paper: dict, name: str) -> pd.DataFrame:
     """Table 1 / Table 6: mean validation and test accuracy over the seeds of
     each setting, the test standard deviation, the paper's test accuracy and

@@ -45,3 +45,16 @@ def test_written_tables_carry_their_title(tmp_path):
     row = [line for line in md.read_text().splitlines() if line.startswith("|           64")][0]
     assert [c.strip() for c in row.split("|")][1:7] == ["64", "0.800", "0.850", "nan", "1", "0.917"]  # counts as integers
     assert pd.read_csv(tmp_path / "table6.csv", index_col=0).loc[64, "paper (test)"] == 0.917
+
+
+def test_per_class_mean_and_sd_over_runs():
+    def run(p_benign, p_malignant):
+        return {"test": {"per_class": {"benign": {"precision": p_benign, "recall": 0.5, "f1": 0.5, "support": 10},
+                                       "malignant": {"precision": p_malignant, "recall": 0.5, "f1": 0.5, "support": 10}}}}
+
+    runs = [run(0.8, 0.6), run(0.9, 0.7)]
+    mean = reporting.per_class(runs)
+    assert list(mean.index) == ["benign", "malignant"] and list(mean.columns) == ["precision", "recall", "f1"]
+    assert mean.loc["benign", "precision"] == pytest.approx(0.85)
+    assert reporting.per_class(runs, "std").loc["malignant", "precision"] == pytest.approx(0.0707107, abs=1e-6)
+    assert reporting.per_class(run(0.8, 0.6)).loc["benign", "precision"] == pytest.approx(0.8)  # one record
