@@ -630,6 +630,13 @@ def load_image(path, image_size: int):
 
     image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
+    return resize_image(image, image_size)
+
+
+def resize_image(image, image_size: int):
+    """Antialiased resize of an RGB image to ``image_size`` squared, rounded back to uint8."""
+    import tensorflow as tf
+
     resized = tf.image.resize(image, (image_size, image_size), antialias=True)
     return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
 

@@ -396,14 +396,6 @@ class ImageResult:
         return self.error is None
 
 
-def _resize_like_load_image(rgb: np.ndarray, image_size: int) -> np.ndarray:
-    """The resize of :func:`kd_utils.data.load_image` applied to an RGB uint8 array."""
-    import tensorflow as tf
-
-    resized = tf.image.resize(rgb, (image_size, image_size), antialias=True)
-    return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8).numpy()
-
-
 def read_image(path, image_size: int) -> np.ndarray:
     """One file as uint8 ``(size, size, 3)``; ImageReadError (with the reason) if unusable.
 
@@ -440,7 +432,7 @@ def read_image(path, image_size: int) -> np.ndarray:
         except tf.errors.OpError:  # a file Pillow reads but TensorFlow does not
             with Image.open(path) as image:
                 rgb = np.asarray(data._to_rgb8(image))
-    return _resize_like_load_image(rgb, image_size)
+    return data.resize_image(rgb, image_size).numpy()
 
 
 def expand_paths(paths_or_dirs) -> list[Path]:
