@@ -107,6 +107,19 @@ class Profile:
     mixed_precision: bool = False
     #: GPU only: compile the train step with XLA.
     jit_compile: bool = False
+    #: TensorBoard logs (per-epoch scalars) in every run folder's ``tensorboard/``.
+    tensorboard: bool = True
+
+    def __post_init__(self):
+        counts = {"teacher_epochs": self.teacher_epochs, "student_epochs": self.student_epochs,
+                  "backbone_student_epochs": self.backbone_student_epochs, "batch_size": self.batch_size}
+        for field, value in counts.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{field} must be a whole number of at least 1, got {value!r}.")
+        if not self.seeds:
+            raise ValueError("seeds must name at least one seed.")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must lie in [0, 1], got {self.alpha}.")
 
     def replace(self, **changes) -> "Profile":
         return dataclasses.replace(self, **changes)

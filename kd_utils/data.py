@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from . import config, synthetic
+from . import config, storage, synthetic
 
 CLASS_NAMES = synthetic.CLASS_NAMES  # ("benign", "malignant"): label 0, label 1
 SPLITS = ("train", "val", "test")
@@ -372,27 +372,69 @@ class Manifest:
         table["total"] = table.sum(axis=1)
         return table
 
+    @property
+    def content_hash(self) -> str:
+        """sha256 of every row's file name, label, split and sha1, in manifest order.
+
+        It names the data in run keys (a changed image, label or split means new
+        runs) and detects a manifest edited or cut short after it was saved.
+        Only the file name enters, so the same images moved to another folder
+        (a local copy of a Drive folder) keep their hash.
+        """
+        digest = hashlib.sha256()
+        for path, label, split, sha1 in zip(self.frame.path, self.frame.label, self.frame.split, self.frame.sha1):
+            digest.update(f"{Path(path).name}|{int(label)}|{split}|{sha1}\n".encode())
+        return digest.hexdigest()
+
     def save(self, folder) -> Path:
+        """Write ``manifest.csv``, ``validation_report.csv`` and, last,
+        ``manifest.json`` with the content hash and counts; each atomically."""
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.frame.to_csv(folder / "manifest.csv", index=False)
-        self.report.to_csv(folder / "validation_report.csv", index=False)
-        (folder / "manifest.json").write_text(json.dumps({"source": self.source, **self.info}, indent=2))
+        storage.write_text(folder / "manifest.csv", self.frame.to_csv(index=False))
+        storage.write_text(folder / "validation_report.csv", self.report.to_csv(index=False))
+        counts = {split: {name: int(n) for name, n in row.items()} for split, row in self.counts().iterrows()}
+        storage.write_json(folder / "manifest.json", {"source": self.source, **self.info,
+                                                       "content_hash": self.content_hash, "counts": counts})
         return folder
 
     @classmethod
     def load(cls, folder) -> "Manifest":
+        """Read a saved manifest and validate it as when it was built: its content
+        hash and counts match ``manifest.json`` and every split has both classes;
+        otherwise a :class:`DataError` says what is wrong and how to rebuild."""
         folder = Path(folder)
         if not (folder / "manifest.csv").is_file():
             raise FileNotFoundError(
                 f"No manifest in {folder}: run notebooks/01_data_preparation first "
                 "(or kd_utils.data.build_manifest(...).save(folder))."
             )
+        rebuild = "rebuild it with notebooks/01_data_preparation (or kd_utils.pipeline.prepare_data(profile, rebuild=True))"
+        info = storage.read_json(folder / "manifest.json")
+        if not isinstance(info, dict) or "content_hash" not in info:
+            raise DataError(f"{folder / 'manifest.json'} is missing, damaged or from an older version "
+                            f"(no content hash): {rebuild}.")
         text = {"path": str, "split": str, "sha1": str, "phash": str, "original_path": str, "note": str}
-        frame = pd.read_csv(folder / "manifest.csv", dtype=text, keep_default_na=False)
-        report = pd.read_csv(folder / "validation_report.csv", dtype=str, keep_default_na=False)
-        info = json.loads((folder / "manifest.json").read_text())
-        return cls(frame=frame, report=report, source=info.pop("source"), info=info)
+        try:
+            frame = pd.read_csv(folder / "manifest.csv", dtype=text, keep_default_na=False)
+            report = pd.read_csv(folder / "validation_report.csv", dtype=str, keep_default_na=False)
+            missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
+            if missing:
+                raise ValueError(f"columns {missing} are missing")
+            frame["label"] = frame["label"].astype(np.int64)
+        except (OSError, ValueError, pd.errors.ParserError) as err:
+            raise DataError(f"{folder / 'manifest.csv'} cannot be read ({err}): {rebuild}.") from None
+        expected = info.pop("content_hash")
+        saved_counts = info.pop("counts", None)
+        manifest = cls(frame=frame, report=report, source=info.pop("source"), info=info)
+        if manifest.content_hash != expected:
+            raise DataError(f"{folder / 'manifest.csv'} does not match its manifest.json (content hash differs: "
+                            f"it was edited or cut short after it was saved): {rebuild}.")
+        counts = {split: {name: int(n) for name, n in row.items()} for split, row in manifest.counts().iterrows()}
+        if saved_counts is not None and counts != saved_counts:
+            raise DataError(f"{folder / 'manifest.csv'} counts {counts} differ from the saved {saved_counts}: {rebuild}.")
+        _check_splits(manifest)
+        manifest.info["content_hash"] = expected
+        return manifest
 
 
 def _candidates(source: str, root, image_size: int, seed: int, synthetic_per_class: int, report: Report):
@@ -501,6 +543,7 @@ def build_manifest(
         },
     )
     _check_splits(manifest)
+    manifest.info["content_hash"] = manifest.content_hash
     return manifest
 
 
@@ -652,6 +695,7 @@ def make_dataset(
     cache: bool | str = True,
     teacher_logits: np.ndarray | None = None,
     shuffle_buffer: int = 2048,
+    per_epoch: bool = False,
 ):
     """Batches of ``(uint8 images, one-hot float labels)`` for one split.
 
@@ -663,6 +707,10 @@ def make_dataset(
     * ``teacher_logits`` (one row per image of the split, in manifest order)
       turns the inputs into ``{"images": ..., "teacher_logits": ...}`` for the
       :class:`~kd_utils.distillation.Distiller` to skip the teacher.
+    * ``per_epoch=True`` (with shuffling) returns an :class:`EpochDataset`:
+      ``for_epoch(k)`` is epoch ``k``'s batches, in an order fixed by ``seed``
+      and ``k`` alone, so a resumed run sees the batches an uninterrupted one
+      would (:func:`kd_utils.training.fit` uses it).
     """
     import tensorflow as tf
 
@@ -690,8 +738,6 @@ def make_dataset(
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if cache:
         ds = ds.cache("" if cache is True else str(cache))
-    if shuffle:
-        ds = ds.shuffle(min(shuffle_buffer, len(rows)), seed=seed, reshuffle_each_iteration=True)
 
     def to_xy(batch):
         y = tf.one_hot(batch["label"], 2, dtype=tf.float32)
@@ -699,4 +745,27 @@ def make_dataset(
             return {IMAGES_KEY: batch["image"], TEACHER_LOGITS_KEY: batch["teacher_logits"]}, y
         return batch["image"], y
 
-    return ds.batch(batch_size).map(to_xy, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    def batched(examples):
+        return examples.batch(batch_size).map(to_xy, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+    buffer = min(shuffle_buffer, len(rows))
+    if shuffle and per_epoch:
+        return EpochDataset(ds, buffer, seed, batched)
+    if shuffle:
+        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    return batched(ds)
+
+
+class EpochDataset:
+    """A training split whose epoch ``k`` is reshuffled from ``(seed, k)`` alone.
+
+    All epochs share one decoded (cached) copy of the images; only the
+    shuffle differs.
+    """
+
+    def __init__(self, examples, buffer: int, seed: int, finish):
+        self._examples, self._buffer, self._seed, self._finish = examples, buffer, int(seed), finish
+
+    def for_epoch(self, epoch: int):
+        seed = (self._seed * 1_000_003 + int(epoch)) % (2**31 - 1)
+        return self._finish(self._examples.shuffle(self._buffer, seed=seed, reshuffle_each_iteration=False))

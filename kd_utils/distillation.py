@@ -74,7 +74,9 @@ class Distiller(keras.Model):
     def __init__(self, student: keras.Model, teacher: keras.Model | None = None, **kwargs):
         super().__init__(**kwargs)
         self.student = student
-        self.teacher = teacher
+        # Not tracked by Keras: the frozen teacher is no part of this model's
+        # state, so checkpoints and saved weights hold the student only.
+        object.__setattr__(self, "_teacher", teacher)
         if teacher is not None:
             teacher.trainable = False
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
@@ -82,6 +84,10 @@ class Distiller(keras.Model):
         # The student holds all the state: a built student makes a built
         # distiller (BackupAndRestore and save_weights need that before fit).
         self.built = bool(student.built)
+
+    @property
+    def teacher(self) -> keras.Model | None:
+        return self._teacher
 
     def compile(
         self,
@@ -149,16 +155,19 @@ class Distiller(keras.Model):
         return total, student_loss, distillation_loss
 
     def _update_metrics(self, y, student_logits, losses, sample_weight):
+        """Every loss is a per-example mean: each batch counts with its size, as
+        Keras' own loss tracker does, so a last, smaller batch is not over-weighted."""
         # Under a tf.distribute strategy Keras losses come divided by the number
         # of replicas (so that summed gradients are those of the global mean);
         # the metrics report the per-example loss.
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         total, student_loss, distillation_loss = (value * replicas for value in losses)
-        self.student_loss_tracker.update_state(student_loss)
-        self.distillation_loss_tracker.update_state(distillation_loss)
+        batch_size = ops.shape(student_logits)[0]
+        self.student_loss_tracker.update_state(student_loss, sample_weight=batch_size)
+        self.distillation_loss_tracker.update_state(distillation_loss, sample_weight=batch_size)
         for metric in self.metrics:
             if metric.name == "loss":
-                metric.update_state(total)
+                metric.update_state(total, sample_weight=batch_size)
             elif metric not in (self.student_loss_tracker, self.distillation_loss_tracker):
                 metric.update_state(y, student_logits, sample_weight=sample_weight)
         return self.get_metrics_result()

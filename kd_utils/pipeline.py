@@ -1,21 +1,22 @@
 """The paper's steps as functions of a profile: data, teacher, distilled student.
 
 Notebooks and the command line call these, so a step behaves the same
-wherever it runs. Each training step writes a run folder under
-``artifacts/<profile>/`` (see :mod:`kd_utils.training`) and is skipped when
-the same configuration already finished there.
+wherever it runs. Each training step is a run with a key (a hash of its
+configuration, its teacher run's key and the manifest's content hash) and a
+folder ``artifacts/<profile>/runs/<name>-<key>`` derived from it (see
+:mod:`kd_utils.training`). A run is skipped when a finished record with the
+same key is there; a changed teacher or changed data makes new runs.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from . import config, data, evaluation, models, reporting, training
+from . import config, data, evaluation, models, reporting, storage, training
 from .distillation import Distiller, SoftKLDivergence
 
 
@@ -23,7 +24,10 @@ def prepare_data(profile: config.Profile, root=None, rebuild: bool = False) -> d
     """The profile's validated manifest, built once and stored in the artifacts folder."""
     folder = config.artifacts_dir(profile) / "data"
     if not rebuild and (folder / "manifest.csv").is_file():
-        return data.Manifest.load(folder)
+        try:
+            return data.Manifest.load(folder)
+        except data.DataError as err:
+            storage.notice(f"{err} Rebuilding it now.")
     manifest = data.build_manifest(
         profile.data_source,
         root,
@@ -42,32 +46,69 @@ def prepare_data(profile: config.Profile, root=None, rebuild: bool = False) -> d
 def datasets(profile: config.Profile, manifest: data.Manifest, batch_size: int | None = None, teacher=None):
     """``(train, val, test)`` tf.data pipelines at the profile's image size.
 
-    With a ``teacher``, train and validation batches carry its precomputed
-    logits (inputs are not augmented, so they are the same every epoch):
-    the teacher runs once per split instead of once per epoch and run.
+    ``train`` is an :class:`~kd_utils.data.EpochDataset` (``train.for_epoch(k)``):
+    each epoch's order depends on the profile's seed and the epoch only, so a
+    resumed run sees the same batches. With a ``teacher``, train and
+    validation batches carry its precomputed logits (inputs are not
+    augmented, so they are the same every epoch): the teacher runs once per
+    split instead of once per epoch and run.
     """
     batch_size = batch_size or profile.batch_size
     return tuple(
         data.make_dataset(
-            manifest, split, profile.image_size, batch_size, seed=profile.seed,
+            manifest, split, profile.image_size, batch_size, seed=profile.seed, per_epoch=True,
             teacher_logits=None if teacher is None or split == "test" else teacher_logits(profile, manifest, teacher, split),
         )
         for split in data.SPLITS
     )
 
 
+def teacher_key(teacher) -> str:
+    """What identifies a teacher in its students' run keys: the key of the run
+    that trained it, else (a model from elsewhere) a hash of its weights."""
+    key = getattr(teacher, "kd_run_key", None)
+    if key:
+        return key
+    import hashlib
+
+    digest = hashlib.sha256()
+    for w in teacher.get_weights():
+        digest.update(np.ascontiguousarray(w).tobytes())
+    return "weights-" + digest.hexdigest()[:16]
+
+
 _LOGITS_CACHE: dict = {}
 
 
 def teacher_logits(profile: config.Profile, manifest: data.Manifest, teacher, split: str):
-    """The teacher's logits for every image of ``split``, in manifest order (cached in memory)."""
-    key = (id(teacher), profile.name, profile.image_size, split, len(manifest.frame))
-    cached = _LOGITS_CACHE.get(key)
-    # The entry holds the teacher itself: an id is only unique while its object lives.
-    if cached is None or cached[0] is not teacher:
+    """The teacher's logits for every image of ``split``, in manifest order.
+
+    Cached by the teacher's key and the manifest's content hash, never by
+    anything that two different teachers or datasets could share: in memory,
+    and on disk in the teacher's run folder when it has one.
+    """
+    key = (teacher_key(teacher), manifest.content_hash, profile.image_size, split)
+    if key in _LOGITS_CACHE:
+        return _LOGITS_CACHE[key]
+    run_dir = getattr(teacher, "kd_run_dir", None)
+    path = Path(run_dir) / "logits" / f"{manifest.content_hash[:16]}-{profile.image_size}px-{split}.npy" if run_dir else None
+    n = len(manifest.split(split))
+    logits = None
+    if path is not None and path.is_file():
+        try:
+            logits = np.load(path)
+        except (OSError, ValueError):
+            logits = None
+        if logits is None or logits.shape != (n, 2):
+            storage.notice(f"{path} is damaged; the teacher's logits are computed again.")
+            logits = None
+    if logits is None:
         ordered = data.make_dataset(manifest, split, profile.image_size, 128, shuffle=False, cache=False)
-        cached = _LOGITS_CACHE[key] = (teacher, evaluation.predict(teacher, ordered).logits.astype("float32"))
-    return cached[1]
+        logits = evaluation.predict(teacher, ordered).logits.astype("float32")
+        if path is not None:
+            storage.atomic_write(path, lambda tmp: np.save(tmp, logits))
+    _LOGITS_CACHE[key] = logits
+    return logits
 
 
 def _classifier_compile(model: keras.Model, learning_rate: float, **compile_args) -> None:
@@ -127,37 +168,28 @@ def _release_memory() -> None:
 
 
 PREDICTIONS_FILE = reporting.PREDICTIONS_FILE
+#: Bumped when what decides a run's result changes in the code (not in its
+#: configuration), so that runs of older code are not reused.
+RUN_FORMAT = 2
+_OLD_LAYOUT_NOTED: set = set()
 
 
-def _finish(model, run_dir: Path, run_config: dict, fit_info: dict, test_ds) -> dict:
-    """Score the chosen model once on the test split; store record and predictions."""
-    predictions = evaluation.predict(model, test_ds)
-    np.savez(run_dir / PREDICTIONS_FILE, labels=predictions.labels, logits=predictions.logits)
-    test = evaluation.metrics_from_predictions(predictions)
-    test["params"] = models.count_params(model)
-    record = {"config": run_config, **fit_info, "test": test}
-    training.save_record(run_dir, record)
-    return record
+def _run(profile: config.Profile, name: str, run_config: dict, manifest_hash: str, teacher: str | None = None):
+    """``(key, folder)`` of a run: the key hashes the configuration, the teacher
+    run's key and the manifest's content hash; the folder is derived from it."""
+    key = training.run_key({"format": RUN_FORMAT, "config": run_config, "manifest": manifest_hash,
+                            "teacher": teacher})
+    root = config.artifacts_dir(profile)
+    old = [d for d in ("teacher", "students") if (root / d).is_dir()]
+    if old and root not in _OLD_LAYOUT_NOTED:
+        _OLD_LAYOUT_NOTED.add(root)
+        storage.notice(f"ignoring {', '.join(d + '/' for d in old)} in {root}: runs from before run keys "
+                       "(delete them to free the space).")
+    return key, root / "runs" / f"{name}-{key}"
 
 
-def _loaded(run_dir: Path, record: dict, profile, manifest) -> tuple[keras.Model, dict]:
-    """A finished run: its model, and its record with ``run_dir`` (where it lies now)."""
-    model = keras.saving.load_model(run_dir / "best.keras", compile=False)
-    if not (run_dir / PREDICTIONS_FILE).is_file():  # runs recorded before predictions were kept
-        manifest = manifest or load_manifest(profile)
-        predictions = evaluation.predict(model, datasets(profile, manifest)[2])
-        np.savez(run_dir / PREDICTIONS_FILE, labels=predictions.labels, logits=predictions.logits)
-    return model, {**record, "run_dir": str(run_dir)}
-
-
-def train_teacher(profile: config.Profile, manifest: data.Manifest, run_dir=None, verbose: int = 2, strategy=None):
-    """Train (or load, when done) the ResNet50 teacher; returns ``(model, record)``.
-
-    The teacher is trained once, with ``profile.seed``: every student of every
-    seed distils from this same teacher.
-    """
-    run_dir = Path(run_dir or config.artifacts_dir(profile) / "teacher")
-    accel = accelerator_options(profile)
+def _teacher_run(profile: config.Profile, manifest_hash: str):
+    """``(key, folder, config)`` of the profile's teacher run."""
     run_config = {
         "model": "ResNet50 teacher",
         "profile": profile.name,
@@ -167,36 +199,131 @@ def train_teacher(profile: config.Profile, manifest: data.Manifest, run_dir=None
         "batch_size": profile.batch_size,
         "learning_rate": profile.lr_backbone,
         "seed": profile.seed,
-        "data": manifest.info,
-        **accel,
+        **accelerator_options(profile),
     }
-    done = training.load_or_prepare(run_dir, run_config)
-    if done:
-        return _loaded(run_dir, done, profile, manifest)
-    _release_memory()
-    training.set_seeds(profile.seed)
-    train_ds, val_ds, test_ds = datasets(profile, manifest)
-    with _build_scope(strategy, accel.get("mixed_precision", False)):
-        teacher = models.build_teacher(profile.image_size, weights=profile.weights)
-        _classifier_compile(teacher, profile.lr_backbone, **accel)
-    fit_info = training.fit(teacher, train_ds, val_ds, profile.teacher_epochs, run_dir, verbose=verbose)
-    return teacher, {**_finish(teacher, run_dir, run_config, fit_info, test_ds), "run_dir": str(run_dir)}
+    return (*_run(profile, "teacher-resnet50", run_config, manifest_hash), run_config)
 
 
 SOFT_LOSSES = {"ce": "CategoricalCrossentropy", "kl": "SoftKLDivergence"}
 
 
-def student_run_dir(profile, student, temperature, alpha, batch_size, scale_by_t2=False, soft_loss="ce",
-                    seed=None) -> Path:
-    """``artifacts/<profile>/students/<student>_T<T>_a<alpha>_b<batch>[_t2][_kl]_s<seed>``;
-    a run without the teacher (alpha = 1) is ``<student>_nokd_b<batch>_s<seed>``."""
+def _student_run(profile, manifest_hash, teacher, student="DSNet", *, temperature=None, alpha=None,
+                 batch_size=None, scale_by_t2=False, soft_loss="ce", seed=None):
+    """``(key, folder, config)`` of one student run; ``teacher`` is the teacher's key.
+
+    ``alpha = 1`` is the run without the teacher (the no-distillation baseline);
+    its temperature and soft loss play no part. The folder's readable name is
+    ``<student>_T<T>_a<alpha>_b<batch>[_t2][_kl]_s<seed>`` (``<student>_nokd_b<batch>_s<seed>``).
+    """
+    alpha = profile.alpha if alpha is None else float(alpha)
+    no_kd = alpha >= 1.0
+    temperature = 1.0 if no_kd else (profile.temperature if temperature is None else float(temperature))
+    scale_by_t2 = bool(scale_by_t2) and not no_kd
+    if soft_loss not in SOFT_LOSSES:
+        raise ValueError(f"soft_loss must be one of {sorted(SOFT_LOSSES)}, got {soft_loss!r}.")
+    soft_loss = "ce" if no_kd else soft_loss
     seed = profile.seeds[0] if seed is None else int(seed)
-    if float(alpha) >= 1.0:
-        name = f"{student.lower()}_nokd_b{int(batch_size)}"
+    batch_size = int(batch_size or profile.batch_size)
+    is_dsnet = student.lower() == "dsnet"
+    run_config = {
+        "model": f"{student} " + ("without teacher" if no_kd else "distilled"),
+        "student": student,
+        "profile": profile.name,
+        "image_size": profile.image_size,
+        "weights": None if is_dsnet else profile.weights,
+        "epochs": profile.student_epochs if is_dsnet else profile.backbone_student_epochs,
+        "batch_size": batch_size,
+        "learning_rate": profile.lr_dsnet if is_dsnet else profile.lr_backbone,
+        "seed": seed,
+        "data_seed": profile.seed,
+        "alpha": alpha,
+        "temperature": None if no_kd else temperature,
+        "scale_by_t2": scale_by_t2,
+        "soft_loss": soft_loss,
+        **accelerator_options(profile),
+    }
+    if no_kd:
+        name = f"{student.lower()}_nokd_b{batch_size}"
     else:
-        name = f"{student.lower()}_T{float(temperature):g}_a{float(alpha):g}_b{int(batch_size)}"
+        name = f"{student.lower()}_T{temperature:g}_a{alpha:g}_b{batch_size}"
         name += ("_t2" if scale_by_t2 else "") + ("_kl" if soft_loss == "kl" else "")
-    return config.artifacts_dir(profile) / "students" / f"{name}_s{seed}"
+    # Without the teacher the run does not depend on it: one baseline serves every teacher.
+    return (*_run(profile, f"{name}_s{seed}", run_config, manifest_hash, None if no_kd else teacher), run_config)
+
+
+def _save_predictions(run_dir: Path, predictions) -> None:
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, labels=predictions.labels, logits=predictions.logits)
+
+    storage.atomic_write(run_dir / PREDICTIONS_FILE, write)
+
+
+def _finish(model, run_dir: Path, key: str, run_config: dict, manifest, fit_info: dict, test_ds,
+            teacher: str | None = None) -> dict:
+    """Score the chosen model once on the test split; store predictions, then the record."""
+    predictions = evaluation.predict(model, test_ds)
+    _save_predictions(run_dir, predictions)
+    test = evaluation.metrics_from_predictions(predictions)
+    test["params"] = models.count_params(model)
+    record = {"config": run_config, "teacher_key": teacher, "manifest_hash": manifest.content_hash,
+              "data": manifest.info, **fit_info, "test": test}
+    training.save_record(run_dir, record, key)
+    return {**record, "key": key, "run_dir": str(run_dir)}
+
+
+def _loaded(run_dir: Path, record: dict, profile, manifest) -> tuple[keras.Model, dict]:
+    """A finished run: its model, and its record with ``run_dir`` (where it lies now)."""
+    model = keras.saving.load_model(run_dir / training.BEST_FILE, compile=False)
+    if not (run_dir / PREDICTIONS_FILE).is_file():
+        predictions = evaluation.predict(model, datasets(profile, manifest or load_manifest(profile))[2])
+        _save_predictions(run_dir, predictions)
+    return model, {**record, "run_dir": str(run_dir)}
+
+
+def _train_or_load(profile, manifest, key, run_dir, run_config, train, teacher=None):
+    """The finished run, else ``train()`` under the run's lock, then its record."""
+    done = training.load_finished(run_dir, key)
+    if done:
+        return _loaded(run_dir, done, profile, manifest)
+    with storage.RunLock(run_dir) as lock:
+        done = training.load_finished(run_dir, key)  # finished by another process meanwhile
+        if done:
+            return _loaded(run_dir, done, profile, manifest)
+        storage.write_json(run_dir / "config.json", {"key": key, "config": run_config, "teacher_key": teacher,
+                                                     "manifest_hash": manifest.content_hash})
+        model, fit_info, test_ds = train(lock)
+        return model, _finish(model, run_dir, key, run_config, manifest, fit_info, test_ds, teacher)
+
+
+def _mark(model: keras.Model, key: str, run_dir: Path) -> keras.Model:
+    """Let a teacher model carry its run's key (for its students' keys) and folder (logit cache)."""
+    model.kd_run_key, model.kd_run_dir = key, str(run_dir)
+    return model
+
+
+def train_teacher(profile: config.Profile, manifest: data.Manifest, verbose: int = 2, strategy=None):
+    """Train (or load, when done) the ResNet50 teacher; returns ``(model, record)``.
+
+    The teacher is trained once, with ``profile.seed``: every student of every
+    seed distils from this same teacher.
+    """
+    key, run_dir, run_config = _teacher_run(profile, manifest.content_hash)
+    accel = accelerator_options(profile)
+
+    def train(lock):
+        _release_memory()
+        training.set_seeds(profile.seed)
+        train_ds, val_ds, test_ds = datasets(profile, manifest)
+        with _build_scope(strategy, accel.get("mixed_precision", False)):
+            teacher = models.build_teacher(profile.image_size, weights=profile.weights)
+            _classifier_compile(teacher, profile.lr_backbone, **accel)
+        fit_info = training.fit(teacher, train_ds, val_ds, profile.teacher_epochs, run_dir, seed=profile.seed,
+                                verbose=verbose, tensorboard=profile.tensorboard, lock=lock)
+        return teacher, fit_info, test_ds
+
+    model, record = _train_or_load(profile, manifest, key, run_dir, run_config, train)
+    return _mark(model, key, run_dir), record
 
 
 def distill_student(
@@ -211,7 +338,6 @@ def distill_student(
     scale_by_t2: bool = False,
     soft_loss: str = "ce",
     seed: int | None = None,
-    run_dir=None,
     verbose: int = 2,
     strategy=None,
 ):
@@ -222,61 +348,40 @@ def distill_student(
     is ``"ce"`` (the paper) or ``"kl"``; ``seed`` (default: the profile's
     first) sets the initial weights and the batch order. ``strategy`` is a
     ``tf.distribute.Strategy`` (e.g. ``MirroredStrategy`` over several GPUs);
-    the models are built and compiled in its scope.
+    the models are built and compiled in its scope. The teacher's logits are
+    computed once and fed with the batches: the Distiller (and so every
+    checkpoint) holds the student only.
     """
-    alpha = profile.alpha if alpha is None else float(alpha)
-    no_kd = alpha >= 1.0
-    temperature = 1.0 if no_kd else (profile.temperature if temperature is None else float(temperature))
-    scale_by_t2 = bool(scale_by_t2) and not no_kd
-    if soft_loss not in SOFT_LOSSES:
-        raise ValueError(f"soft_loss must be one of {sorted(SOFT_LOSSES)}, got {soft_loss!r}.")
-    soft_loss = "ce" if no_kd else soft_loss
-    seed = profile.seeds[0] if seed is None else int(seed)
-    batch_size = batch_size or profile.batch_size
-    is_dsnet = student.lower() == "dsnet"
-    lr = profile.lr_dsnet if is_dsnet else profile.lr_backbone
-    epochs = profile.student_epochs if is_dsnet else profile.backbone_student_epochs
-    run_dir = Path(run_dir or student_run_dir(profile, student, temperature, alpha, batch_size, scale_by_t2,
-                                              soft_loss, seed))
+    teacher_id = teacher_key(teacher)
+    key, run_dir, run_config = _student_run(
+        profile, manifest.content_hash, teacher_id, student, temperature=temperature, alpha=alpha,
+        batch_size=batch_size, scale_by_t2=scale_by_t2, soft_loss=soft_loss, seed=seed)
     accel = accelerator_options(profile)
-    run_config = {
-        "model": f"{student} " + ("without teacher" if no_kd else "distilled"),
-        "student": student,
-        "profile": profile.name,
-        "image_size": profile.image_size,
-        "weights": None if is_dsnet else profile.weights,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "learning_rate": lr,
-        "seed": seed,
-        "alpha": alpha,
-        "temperature": None if no_kd else temperature,
-        "scale_by_t2": scale_by_t2,
-        "soft_loss": soft_loss,
-        "data": manifest.info,
-        **accel,
-    }
-    done = training.load_or_prepare(run_dir, run_config)
-    if done:
-        return _loaded(run_dir, done, profile, manifest)
-    _release_memory()
-    training.set_seeds(seed)
-    train_ds, val_ds, test_ds = datasets(profile, manifest, batch_size, teacher=teacher)
-    with _build_scope(strategy, accel.get("mixed_precision", False)):
-        model = models.build_student(student, profile.image_size, weights=run_config["weights"])
-        distiller = Distiller(student=model, teacher=teacher)
-        distiller.compile(
-            optimizer=_optimizer(lr, accel.get("mixed_precision", False)),
-            metrics=[keras.metrics.CategoricalAccuracy()],
-            distillation_loss_fn=SoftKLDivergence() if soft_loss == "kl" else None,
-            alpha=alpha,
-            temperature=temperature,
-            scale_by_t2=scale_by_t2,
-            **({"jit_compile": accel["jit_compile"]} if accel else {}),
-        )
-    fit_info = training.fit(distiller, train_ds, val_ds, epochs, run_dir, verbose=verbose)
-    fit_info["loss"] = distiller.loss_config()
-    return model, {**_finish(model, run_dir, run_config, fit_info, test_ds), "run_dir": str(run_dir)}
+    c = run_config
+
+    def train(lock):
+        _release_memory()
+        training.set_seeds(c["seed"])
+        train_ds, val_ds, test_ds = datasets(profile, manifest, c["batch_size"], teacher=teacher)
+        with _build_scope(strategy, accel.get("mixed_precision", False)):
+            model = models.build_student(student, profile.image_size, weights=c["weights"])
+            distiller = Distiller(student=model, teacher=None)
+            distiller.compile(
+                optimizer=_optimizer(c["learning_rate"], accel.get("mixed_precision", False)),
+                metrics=[keras.metrics.CategoricalAccuracy()],
+                distillation_loss_fn=SoftKLDivergence() if c["soft_loss"] == "kl" else None,
+                alpha=c["alpha"],
+                temperature=c["temperature"] or 1.0,
+                scale_by_t2=c["scale_by_t2"],
+                **({"jit_compile": accel["jit_compile"]} if accel else {}),
+            )
+        fit_info = training.fit(distiller, train_ds, val_ds, c["epochs"], run_dir, seed=c["seed"], verbose=verbose,
+                                tensorboard=profile.tensorboard, lock=lock)
+        fit_info["loss"] = distiller.loss_config()
+        return model, fit_info, test_ds
+
+    return _train_or_load(profile, manifest, key, run_dir, run_config, train,
+                          None if c["alpha"] >= 1.0 else teacher_id)
 
 
 def repeat(profile, manifest, teacher, student="DSNet", *, seeds=None, verbose=0, **options) -> list[dict]:
@@ -339,11 +444,23 @@ def load_manifest(profile: config.Profile) -> data.Manifest:
     return data.Manifest.load(folder)
 
 
-def load_teacher(profile: config.Profile):
-    """``(teacher, record)`` written by notebook 02."""
-    run_dir = config.artifacts_dir(profile) / "teacher"
-    record = reporting.load_record(_require(run_dir / "record.json", "02_teacher_resnet50", profile))
-    return _loaded(run_dir, record, profile, None)
+def _finished(profile, key, run_dir, notebook: str) -> dict:
+    record = training.load_finished(run_dir, key)
+    if record is None:
+        raise MissingStepError(
+            f"No finished run {run_dir.name} in {run_dir.parent}: run notebooks/{notebook}.ipynb first with "
+            f"profile {profile.name!r} (or `python -m kd_utils reproduce --profile {profile.name}`)."
+        )
+    return record
+
+
+def load_teacher(profile: config.Profile, manifest: data.Manifest | None = None):
+    """``(teacher, record)`` written by notebook 02 for this profile and data."""
+    manifest = manifest or load_manifest(profile)
+    key, run_dir, _ = _teacher_run(profile, manifest.content_hash)
+    record = _finished(profile, key, run_dir, "02_teacher_resnet50")
+    model, record = _loaded(run_dir, record, profile, manifest)
+    return _mark(model, key, run_dir), record
 
 
 def sweep(profile, manifest, teacher, *, temperatures=None, batch_sizes=None, alphas=None, student="DSNet",
@@ -380,10 +497,8 @@ def choose_on_validation(records: dict):
 
 
 def save_choice(profile: config.Profile, name: str, value) -> Path:
-    path = config.artifacts_dir(profile) / f"chosen_{name}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({name: value, "chosen_on": "mean validation accuracy over seeds"}))
-    return path
+    return storage.write_json(config.artifacts_dir(profile) / f"chosen_{name}.json",
+                              {name: value, "chosen_on": "mean validation accuracy over seeds"})
 
 
 def load_choice(profile: config.Profile, name: str, notebook: str = "04_temperature_sweep"):
@@ -396,34 +511,42 @@ def chosen_settings(profile: config.Profile) -> dict:
     return {"temperature": load_choice(profile, "temperature"), "alpha": load_choice(profile, "alpha")}
 
 
+def _student_of_profile(profile, manifest, student="DSNet", teacher=None, **settings):
+    """``(key, folder, config)`` of a student run distilled from ``teacher``
+    (default: the profile's own teacher run)."""
+    teacher = teacher_key(teacher) if teacher is not None else _teacher_run(profile, manifest.content_hash)[0]
+    return _student_run(profile, manifest.content_hash, teacher, student, **settings)
+
+
 def load_student(profile, student="DSNet", *, temperature=None, alpha=None, batch_size=None, seed=None,
-                 scale_by_t2=False, soft_loss="ce", notebook="03_distill_dsnet"):
-    """``(model, record)`` of a distillation run an earlier notebook finished."""
-    temperature = profile.temperature if temperature is None else temperature
-    alpha = profile.alpha if alpha is None else alpha
-    if float(alpha) >= 1.0:
-        temperature = 1.0
-    run_dir = student_run_dir(profile, student, temperature, alpha, batch_size or profile.batch_size,
-                              scale_by_t2, soft_loss, seed)
-    record = reporting.load_record(_require(run_dir / "record.json", notebook, profile))
-    return keras.saving.load_model(run_dir / "best.keras", compile=False), {**record, "run_dir": str(run_dir)}
+                 scale_by_t2=False, soft_loss="ce", notebook="03_distill_dsnet", manifest=None, teacher=None):
+    """``(model, record)`` of a distillation run an earlier notebook finished
+    (from ``teacher``, default the profile's teacher run, on ``manifest``, default the profile's)."""
+    manifest = manifest or load_manifest(profile)
+    key, run_dir, _ = _student_of_profile(profile, manifest, student, teacher, temperature=temperature, alpha=alpha,
+                                          batch_size=batch_size, seed=seed, scale_by_t2=scale_by_t2,
+                                          soft_loss=soft_loss)
+    record = _finished(profile, key, run_dir, notebook)
+    return _loaded(run_dir, record, profile, manifest)
 
 
-def final_student_path(profile: config.Profile, student: str = "DSNet") -> Path:
+def final_student_path(profile: config.Profile, student: str = "DSNet", *, manifest=None, teacher=None) -> Path:
     """The ``.keras`` file of the student to deploy: the temperature and alpha
     chosen on validation (notebook 04) and, of its seeds, the one with the
-    best validation accuracy."""
+    best validation accuracy (distilled from ``teacher``, default the profile's
+    teacher run, on ``manifest``, default the profile's)."""
     chosen = chosen_settings(profile)
+    manifest = manifest or load_manifest(profile)
     records = {}
     for seed in profile.seeds:
-        run_dir = student_run_dir(profile, student, chosen["temperature"], chosen["alpha"], profile.batch_size,
-                                  seed=seed)
-        if (run_dir / "record.json").is_file():
-            records[run_dir] = reporting.load_record(run_dir / "record.json")
+        key, run_dir, _ = _student_of_profile(profile, manifest, student, teacher, seed=seed, **chosen)
+        record = training.load_finished(run_dir, key)
+        if record is not None:
+            records[run_dir] = record
     if not records:
         raise MissingStepError(
             f"No finished {student} run at T={chosen['temperature']:g}, alpha={chosen['alpha']:g} in "
-            f"{config.artifacts_dir(profile) / 'students'}: run notebooks/04_temperature_sweep.ipynb with profile "
+            f"{config.artifacts_dir(profile) / 'runs'}: run notebooks/04_temperature_sweep.ipynb with profile "
             f"{profile.name!r} (or `python -m kd_utils reproduce --profile {profile.name}`)."
         )
-    return choose_on_validation(records) / "best.keras"
+    return choose_on_validation(records) / training.BEST_FILE

@@ -1,30 +1,52 @@
-"""Training runs that survive a disconnect and are skipped when already done.
+"""Training runs that survive a kill, resume exactly and are reused only when identical.
 
-A run lives in one folder (``run_dir``):
+A run (the teacher, or one student at one setting and seed) is identified by
+its **key** (:func:`run_key`): a hash of everything that decides its result -
+its configuration, the key of the teacher run it distils from and the
+content hash of the data manifest. Its folder is derived from the key
+(:mod:`kd_utils.pipeline` names it), and holds:
 
-* ``backup/``       - ``BackupAndRestore`` state: an interrupted ``fit`` resumes
-  at the last finished epoch;
-* ``best.keras``    - the model (for a Distiller: only the student) of the
-  epoch with the best validation metric; it is restored at the end, so the
-  epoch is chosen on validation, never on test;
-* ``history.csv``   - one line per epoch (``CSVLogger``);
-* ``record.json``   - written last: the run's configuration, timing and
-  results. A run whose ``record.json`` has the same configuration is done
-  and is skipped (:func:`load_or_prepare`).
+* ``config.json``   - what the key was computed from, for people to read;
+* ``lock.json``     - the one process writing the run (:class:`~kd_utils.storage.RunLock`);
+* ``state/``        - after every epoch: the trained model's variables and the
+  optimizer's (``state-<epoch>.npz``), the best model so far
+  (``best-e<epoch>.keras``) and ``progress.json`` (history, epoch times, best
+  epoch). A Distiller's state holds the student only, never the teacher;
+* ``history.csv``   - one line per finished epoch, a copy of the progress;
+* ``tensorboard/``  - TensorBoard logs (profile switch ``tensorboard``);
+* ``best.keras``    - the (student) model of the best validation epoch;
+* ``record.json``   - written last, with the run key and ``best.keras``'s
+  sha256. A run is finished only when its record is there, parses, has the
+  expected key and its checksum matches (:func:`load_finished`).
+
+Every file is written atomically (:mod:`kd_utils.storage`), so a kill loses
+at most the epoch in progress. Each epoch starts from seeds derived from the
+run's seed and the epoch number, and its batch order is a function of the
+same (see :func:`kd_utils.data.make_dataset`), so a run resumed after epoch
+``k`` ends with the same weights and metrics as one never interrupted
+(bit-identical on CPU).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
 import json
-import math
 import shutil
 import time
 from pathlib import Path
 
 import keras
+import numpy as np
+
+from . import storage
 
 MONITOR = "val_categorical_accuracy"
+STATE_DIR = "state"
+PROGRESS_FILE = "progress.json"
+RECORD_FILE = "record.json"
+BEST_FILE = "best.keras"
 
 
 def set_seeds(seed: int) -> None:
@@ -32,124 +54,210 @@ def set_seeds(seed: int) -> None:
     keras.utils.set_random_seed(int(seed))
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch of a run: the same whether or not the run was resumed."""
+    return (int(seed) * 100_003 + int(epoch) * 7_919) % (2**31 - 1)
+
+
+def run_key(material: dict) -> str:
+    """A short hash of ``material`` (key order does not matter)."""
+    text = json.dumps(material, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def _target(model: keras.Model) -> keras.Model:
     """The model worth saving: a Distiller's student, else the model itself."""
     return getattr(model, "student", model)
 
 
-class EpochTimer(keras.callbacks.Callback):
-    """Wall time of every epoch, added to the logs as ``epoch_seconds``."""
-
-    def on_train_begin(self, logs=None):
-        self.epoch_seconds = []
-        self._fit_start = time.perf_counter()
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.epoch_seconds.append(time.perf_counter() - self._epoch_start)
-        if logs is not None:  # so that CSVLogger keeps it across a resume
-            logs["epoch_seconds"] = self.epoch_seconds[-1]
+# --------------------------------------------------------------------------- finished runs
 
 
-class BestCheckpoint(keras.callbacks.Callback):
-    """Save the (student) model whenever the validation metric improves."""
+def load_finished(run_dir, key: str) -> dict | None:
+    """The record of a finished run with this key, else None.
 
-    def __init__(self, path, monitor: str = MONITOR, mode: str = "max", history_csv=None):
-        super().__init__()
-        self.path = Path(path)
-        self.monitor = monitor
-        self.sign = 1.0 if mode == "max" else -1.0
-        self.best = -math.inf
-        self.best_epoch = None
-        # After a resume, the epochs already logged count: the best so far
-        # is not overwritten by a worse later epoch.
-        if history_csv and Path(history_csv).is_file() and self.path.is_file():
-            with open(history_csv, newline="") as f:
-                for row in csv.DictReader(f):
-                    if row.get(monitor) and self.sign * float(row[monitor]) > self.best:
-                        self.best = self.sign * float(row[monitor])
-                        self.best_epoch = int(row["epoch"]) + 1
-
-    def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
-        if value is None:
-            raise KeyError(
-                f"BestCheckpoint monitors {self.monitor!r} but the logs hold {sorted(logs or {})}; "
-                "pass validation_data to fit and a CategoricalAccuracy metric to compile."
-            )
-        if self.sign * float(value) > self.best:
-            self.best = self.sign * float(value)
-            self.best_epoch = epoch + 1
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            _target(self.model).save(self.path)
-
-
-def config_key(config: dict) -> str:
-    return json.dumps(config, sort_keys=True, default=str)
-
-
-def load_or_prepare(run_dir, config: dict) -> dict | None:
-    """The stored record when this exact configuration already finished, else None.
-
-    Otherwise the folder is made ready for this configuration: what an
-    earlier run with another configuration left there (backup, checkpoint,
-    log) is deleted, so that only a run of the same configuration resumes.
+    A record that is cut short, belongs to another key or whose ``best.keras``
+    is missing or changed is reported in one line and set aside
+    (``record.json.damaged``): the run is then resumed or trained again.
     """
     run_dir = Path(run_dir)
-    record_path, config_path = run_dir / "record.json", run_dir / "config.json"
-    if record_path.is_file():
-        record = json.loads(record_path.read_text())
-        if config_key(record.get("config", {})) == config_key(config):
-            return record
-    if config_path.is_file() and config_path.read_text() != config_key(config):
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config_path.write_text(config_key(config))
-    (run_dir / "record.json").unlink(missing_ok=True)
+    path = run_dir / RECORD_FILE
+    if not path.is_file():
+        return None
+    record = storage.read_json(path)
+    problem = None
+    if not isinstance(record, dict):
+        problem = "is damaged (cut short or not JSON)"
+    elif record.get("key") != key:
+        problem = f"belongs to run key {record.get('key')!r}, not {key!r}"
+    elif not (run_dir / BEST_FILE).is_file():
+        problem = f"has no {BEST_FILE} beside it"
+    elif storage.sha256_file(run_dir / BEST_FILE) != record.get("best_sha256"):
+        problem = f"does not match {BEST_FILE} (checksum differs: the model file was changed or cut short)"
+    if problem is None:
+        return record
+    storage.notice(f"{path} {problem}; the run is resumed or trained again.")
+    path.replace(path.with_name(RECORD_FILE + ".damaged"))
     return None
 
 
-def save_record(run_dir, record: dict) -> Path:
-    path = Path(run_dir) / "record.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2, default=float))
+def save_record(run_dir, record: dict, key: str) -> Path:
+    """Write the record last, with the key and ``best.keras``'s checksum; the
+    per-epoch state is no longer needed and is removed."""
+    run_dir = Path(run_dir)
+    record = {**record, "key": key, "best_sha256": storage.sha256_file(run_dir / BEST_FILE)}
+    path = storage.write_json(run_dir / RECORD_FILE, record)
+    shutil.rmtree(run_dir / STATE_DIR, ignore_errors=True)
     return path
 
 
-def fit(model: keras.Model, train_ds, val_ds, epochs: int, run_dir, verbose: int = 2) -> dict:
-    """``model.fit`` with backup/restore, best-on-validation and timing.
+# --------------------------------------------------------------------------- per-epoch state
+
+
+def _save_state(model, state_dir: Path, epoch: int) -> str:
+    target, optimizer = _target(model), model.optimizer
+    arrays = {f"m{i}": np.asarray(v) for i, v in enumerate(target.variables)}
+    arrays.update({f"o{i}": np.asarray(v) for i, v in enumerate(optimizer.variables)})
+    name = f"state-{epoch}.npz"
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    storage.atomic_write(state_dir / name, write)
+    return name
+
+
+def _restore_state(model, path: Path) -> None:
+    target, optimizer = _target(model), model.optimizer
+    if not optimizer.built:
+        optimizer.build(target.trainable_variables)
+    with np.load(path) as saved:
+        model_vars, opt_vars = list(target.variables), list(optimizer.variables)
+        if len(saved.files) != len(model_vars) + len(opt_vars):
+            raise ValueError(f"{path} holds {len(saved.files)} arrays; this model and optimizer have "
+                             f"{len(model_vars) + len(opt_vars)}.")
+        for i, v in enumerate(model_vars):
+            v.assign(saved[f"m{i}"])
+        for i, v in enumerate(opt_vars):
+            v.assign(saved[f"o{i}"])
+
+
+def _load_progress(model, run_dir: Path, epochs: int) -> dict:
+    """The progress of an interrupted run, with its state restored into ``model``;
+    a fresh progress when there is none or it cannot be used."""
+    fresh = {"history": [], "best_epoch": None, "best_value": None, "best_file": None, "state_file": None}
+    state_dir = run_dir / STATE_DIR
+    if not state_dir.is_dir():
+        return fresh
+    storage.remove_temporaries(state_dir)
+    progress = storage.read_json(state_dir / PROGRESS_FILE)
+    try:
+        if not isinstance(progress, dict):
+            raise ValueError("progress.json is missing or damaged")
+        if not progress["history"] or len(progress["history"]) > epochs:
+            raise ValueError(f"it holds {len(progress['history'])} epochs of {epochs}")
+        if not (state_dir / progress["best_file"]).is_file():
+            raise ValueError(f"{progress['best_file']} is missing")
+        _restore_state(model, state_dir / progress["state_file"])
+    except (ValueError, KeyError, TypeError, OSError) as err:
+        storage.notice(f"the saved state in {state_dir} cannot be used ({err}); the run starts again.")
+        shutil.rmtree(state_dir, ignore_errors=True)
+        return fresh
+    storage.notice(f"resuming {run_dir.name} after epoch {len(progress['history'])} of {epochs}.")
+    return progress
+
+
+def _write_history_csv(path: Path, history: list[dict]) -> None:
+    columns = ["epoch"] + sorted({k for row in history for k in row})
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns)
+    writer.writeheader()
+    for epoch, row in enumerate(history):
+        writer.writerow({"epoch": epoch, **row})
+    storage.write_text(path, out.getvalue())
+
+
+def _tensorboard_installed() -> bool:
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is not None:
+        return True
+    storage.notice("TensorBoard logs are off: the tensorboard package is not installed (pip install tensorboard).")
+    return False
+
+
+def _missing_monitor(logs: dict) -> KeyError:
+    return KeyError(
+        f"Training monitors {MONITOR!r} but the logs hold {sorted(logs)}; "
+        "pass validation_data to fit and a CategoricalAccuracy metric to compile."
+    )
+
+
+def fit(model: keras.Model, train_ds, val_ds, epochs: int, run_dir, *, seed: int = 0, verbose: int = 2,
+        callbacks=(), tensorboard: bool = False, lock: storage.RunLock | None = None) -> dict:
+    """Train ``model`` for ``epochs`` epochs in ``run_dir``, resuming what a kill left.
 
     ``model`` must be compiled (a classifier or a Distiller) with a
-    ``CategoricalAccuracy`` metric. At the end the best validation epoch's
-    weights are loaded back into the (student) model. Returns a dict with
-    ``train_seconds``, ``epoch_seconds``, ``best_epoch``, ``best_val_accuracy``
-    and ``history``.
+    ``CategoricalAccuracy`` metric. ``train_ds`` is a ``tf.data.Dataset`` or
+    an object with ``for_epoch(epoch)`` giving each epoch's batches (what
+    :func:`kd_utils.data.make_dataset` returns with ``per_epoch=True``), which
+    makes a resumed run equal an uninterrupted one. After every epoch the
+    state is saved; at the end the best validation epoch's weights are loaded
+    back into the (student) model and saved as ``best.keras``. Returns
+    ``train_seconds``, ``epoch_seconds``, ``best_epoch``,
+    ``best_val_accuracy`` and ``history`` (every epoch, resumed ones too).
     """
+    if int(epochs) < 1:
+        raise ValueError(f"epochs must be at least 1, got {epochs}.")
+    epochs = int(epochs)
     run_dir = Path(run_dir)
+    state_dir = run_dir / STATE_DIR
     run_dir.mkdir(parents=True, exist_ok=True)
-    timer = EpochTimer()
-    best = BestCheckpoint(run_dir / "best.keras", history_csv=run_dir / "history.csv")
-    callbacks = [
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
-        timer,  # before the logger, which then records epoch_seconds
-        best,
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
-    ]
-    # shuffle=False: the tf.data pipeline shuffles itself (Keras would ignore it and warn).
-    history = model.fit(
-        train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=verbose, shuffle=False
-    )
-    if (run_dir / "best.keras").is_file():
-        best_model = keras.saving.load_model(run_dir / "best.keras", compile=False)
-        _target(model).set_weights(best_model.get_weights())
-    with open(run_dir / "history.csv", newline="") as f:  # all epochs, resumed ones too
-        epoch_seconds = [float(row["epoch_seconds"]) for row in csv.DictReader(f)]
+    storage.remove_temporaries(run_dir)
+    progress = _load_progress(model, run_dir, epochs)
+    extra = list(callbacks)
+    if tensorboard and _tensorboard_installed():
+        extra.insert(0, keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False,
+                                                    profile_batch=0))
+    for epoch in range(len(progress["history"]), epochs):
+        set_seeds(epoch_seed(seed, epoch))
+        epoch_ds = train_ds.for_epoch(epoch) if hasattr(train_ds, "for_epoch") else train_ds
+        start = time.perf_counter()
+        # shuffle=False: the tf.data pipeline shuffles itself (Keras would ignore it and warn).
+        history = model.fit(epoch_ds, validation_data=val_ds, initial_epoch=epoch, epochs=epoch + 1,
+                            callbacks=extra, verbose=1 if verbose == 1 else 0, shuffle=False)
+        logs = {k: float(v[-1]) for k, v in history.history.items()}
+        logs["epoch_seconds"] = time.perf_counter() - start
+        if MONITOR not in logs:
+            raise _missing_monitor(logs)
+        progress["history"].append(logs)
+        if progress["best_value"] is None or logs[MONITOR] > progress["best_value"]:
+            best_file = f"best-e{epoch + 1}.keras"
+            storage.atomic_write(state_dir / best_file, _target(model).save)
+            progress.update(best_epoch=epoch + 1, best_value=logs[MONITOR], best_file=best_file)
+        progress["state_file"] = _save_state(model, state_dir, epoch + 1)
+        storage.write_json(state_dir / PROGRESS_FILE, progress)  # the epoch counts from here on
+        for old in state_dir.glob("*-*"):
+            if old.name not in (progress["state_file"], progress["best_file"]) and not old.name.startswith("."):
+                old.unlink(missing_ok=True)
+        _write_history_csv(run_dir / "history.csv", progress["history"])
+        if lock is not None:
+            lock.refresh()
+        if verbose:
+            shown = "  ".join(f"{k} {v:.4f}" for k, v in logs.items() if k != "epoch_seconds")
+            print(f"epoch {epoch + 1}/{epochs}  {shown}  {logs['epoch_seconds']:.1f}s", flush=True)
+    best_path = state_dir / progress["best_file"]
+    best_model = keras.saving.load_model(best_path, compile=False)
+    _target(model).set_weights(best_model.get_weights())
+    storage.atomic_write(run_dir / BEST_FILE, lambda tmp: shutil.copyfile(best_path, tmp))
+    history = progress["history"]
+    epoch_seconds = [row["epoch_seconds"] for row in history]
     return {
         "train_seconds": float(sum(epoch_seconds)),
         "epoch_seconds": epoch_seconds,
-        "best_epoch": best.best_epoch,
-        "best_val_accuracy": best.sign * best.best if best.best_epoch else None,
-        "history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
+        "best_epoch": progress["best_epoch"],
+        "best_val_accuracy": progress["best_value"],
+        "history": {k: [row[k] for row in history] for k in history[0] if k != "epoch_seconds"},
     }
+

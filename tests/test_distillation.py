@@ -168,3 +168,32 @@ def test_saved_student_reloads_and_predicts_identically(tmp_path):
     reloaded = keras.saving.load_model(path)
     np.testing.assert_array_equal(np.asarray(reloaded(x)), np.asarray(student(x)))
     assert {l.name for l in reloaded.layers} == {l.name for l in student.layers}
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.1])
+def test_partial_batches_count_per_example_like_keras(alpha):
+    """17 examples in batches of 16: every loss is the mean over the 17, not over two batch means."""
+    x, y = batch(17, seed=3)
+    plain = tiny_model(4, "plain")
+    plain.compile(loss=keras.losses.CategoricalCrossentropy(from_logits=True))
+    teacher = tiny_model(6, "t")
+    d = make_distiller(tiny_model(4, "student"), teacher, alpha=alpha, temperature=4.0)
+    logs = d.evaluate(x, y, batch_size=16, return_dict=True, verbose=0)
+    s = np.asarray(d.student(x), dtype=np.float64)
+    total, hard, soft = reference_loss(y, s, np.asarray(teacher(x), dtype=np.float64), alpha, 4.0)
+    assert logs["student_loss"] == pytest.approx(hard, rel=1e-5)
+    assert logs["distillation_loss"] == pytest.approx(soft, rel=1e-5)
+    assert logs["loss"] == pytest.approx(total, rel=1e-5)
+    if alpha == 1.0:
+        assert logs["loss"] == pytest.approx(plain.evaluate(x, y, batch_size=16, verbose=0), rel=1e-6)
+    # Training too: one epoch over the 17 reports the per-example mean of the two steps' losses.
+    history = d.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False).history
+    assert np.isfinite(history["loss"][0])
+
+
+def test_the_teacher_is_not_part_of_the_distillers_state():
+    student, teacher = tiny_model(1, "s"), tiny_model(2, "t")
+    d = make_distiller(student, teacher)
+    assert d.teacher is teacher
+    assert {id(v) for v in d.variables} == {id(v) for v in student.variables}
+    assert {id(v) for v in d.weights} == {id(v) for v in student.weights}

@@ -59,7 +59,7 @@ def test_precomputed_teacher_logits_travel_with_their_images(synthetic_manifest)
     profile = config.get_profile("smoke", image_size=32, batch_size=16)
     teacher = models.build_dsnet(32)
     train, val, test = pipeline.datasets(profile, synthetic_manifest, teacher=teacher)
-    for x, _ in train.take(2):
+    for x, _ in train.for_epoch(0).take(2):
         np.testing.assert_allclose(x["teacher_logits"].numpy(), np.asarray(teacher(x["images"])), rtol=1e-5, atol=1e-5)
     assert set(next(iter(val))[0]) == {"images", "teacher_logits"}
     assert next(iter(test))[0].dtype.name == "uint8"  # the test split is scored by the student alone

@@ -36,8 +36,11 @@ def test_runs_repeat_over_seeds_and_keep_their_test_predictions(tiny, artifacts)
     kd = pipeline.repeat(profile, manifest, teacher)
     no_kd = pipeline.repeat(profile, manifest, teacher, alpha=1.0)
     assert [r["config"]["seed"] for r in kd] == [1, 2]
-    assert [r["run_dir"].rsplit("/", 1)[-1] for r in kd] == ["dsnet_T10_a0.1_b32_s1", "dsnet_T10_a0.1_b32_s2"]
-    assert [r["run_dir"].rsplit("/", 1)[-1] for r in no_kd] == ["dsnet_nokd_b32_s1", "dsnet_nokd_b32_s2"]
+    assert [r["run_dir"].rsplit("/", 1)[-1] for r in kd] == [f"dsnet_T10_a0.1_b32_s{s}-{r['key']}"
+                                                              for s, r in zip((1, 2), kd)]
+    assert [r["run_dir"].rsplit("/", 1)[-1] for r in no_kd] == [f"dsnet_nokd_b32_s{s}-{r['key']}"
+                                                                 for s, r in zip((1, 2), no_kd)]
+    assert len({r["key"] for r in kd + no_kd}) == 4
     assert no_kd[0]["config"]["temperature"] is None and no_kd[0]["config"]["model"] == "DSNet without teacher"
     n_test = len(manifest.split("test"))
     correct = reporting.correct_matrix(kd)
@@ -78,12 +81,16 @@ def test_choices_use_mean_validation_accuracy_only():
 def test_final_student_is_the_chosen_setting_and_best_validation_seed(tiny, artifacts):
     profile, manifest, teacher = tiny
     with pytest.raises(pipeline.MissingStepError, match="04_temperature_sweep"):
-        pipeline.final_student_path(profile)
+        pipeline.final_student_path(profile, manifest=manifest, teacher=teacher)
     records = pipeline.repeat(profile, manifest, teacher, temperature=3.0, alpha=0.5)
     pipeline.save_choice(profile, "temperature", 3.0)
     pipeline.save_choice(profile, "alpha", 0.5)
     best = max(records, key=lambda r: r["best_val_accuracy"])
-    assert str(pipeline.final_student_path(profile)) == os.path.join(best["run_dir"], "best.keras")
+    found = pipeline.final_student_path(profile, manifest=manifest, teacher=teacher)
+    assert str(found) == os.path.join(best["run_dir"], "best.keras")
+    model, record = pipeline.load_student(profile, temperature=3.0, alpha=0.5, seed=best["config"]["seed"],
+                                          manifest=manifest, teacher=teacher)
+    assert record["key"] == best["key"] and record["test"] == best["test"]
     assert json.loads((artifacts / "smoke" / "chosen_alpha.json").read_text())["chosen_on"].startswith("mean validation")
 
 
@@ -92,7 +99,7 @@ def test_kl_and_ce_soft_losses_train_the_same_student(tiny, artifacts):
     profile, manifest, teacher = tiny
     ce_model, ce = pipeline.distill_student(profile, manifest, teacher, seed=1, verbose=0)
     kl_model, kl = pipeline.distill_student(profile, manifest, teacher, seed=1, soft_loss="kl", verbose=0)
-    assert kl["run_dir"].endswith("_kl_s1") and kl["loss"]["distillation_loss"] == "SoftKLDivergence"
+    assert f"_kl_s1-{kl['key']}" in kl["run_dir"] and kl["loss"]["distillation_loss"] == "SoftKLDivergence"
     history_ce, history_kl = ce["history"], kl["history"]
     # the soft loss values differ (by the teacher's entropy) ...
     assert history_ce["distillation_loss"][0] > history_kl["distillation_loss"][0] + 0.1

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kd_utils import training
+from kd_utils import data, storage, training
 from kd_utils.distillation import Distiller
 
 
@@ -16,9 +16,21 @@ def separable_data(n=64, seed=0):
     return tf.data.Dataset.from_tensor_slices((x, np.eye(2, dtype=np.float32)[y])).batch(16)
 
 
-def small_classifier(seed=0):
+def shuffled_epochs(n=80, seed=0):
+    """Training data reshuffled every epoch from (seed, epoch), as the pipelines make it."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, size=n)
+    x = rng.normal(size=(n, 4)).astype(np.float32) + y[:, None] * 1.0
+    examples = tf.data.Dataset.from_tensor_slices((x, np.eye(2, dtype=np.float32)[y]))
+    return data.EpochDataset(examples, n, seed, lambda ds: ds.batch(16))
+
+
+def small_classifier(seed=0, dropout=0.0):
     keras.utils.set_random_seed(seed)
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(2)])
+    layers = [keras.Input((4,)), keras.layers.Dense(8, activation="relu")]
+    if dropout:
+        layers.append(keras.layers.Dropout(dropout))
+    model = keras.Sequential([*layers, keras.layers.Dense(2)])
     model.compile(
         optimizer=keras.optimizers.Adam(0.05),
         loss=keras.losses.CategoricalCrossentropy(from_logits=True),
@@ -27,21 +39,33 @@ def small_classifier(seed=0):
     return model
 
 
+class Crash(keras.callbacks.Callback):
+    """A disconnect at the end of epoch ``at`` (0-based), before its state is saved."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.at = at
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.at:
+            raise RuntimeError("disconnected")
+
+
 def test_fit_restores_the_best_validation_epoch_and_logs(tmp_path):
     model = small_classifier()
     info = training.fit(model, separable_data(), separable_data(seed=1), epochs=4, run_dir=tmp_path, verbose=0)
     accs = info["history"]["val_categorical_accuracy"]
+    assert len(accs) == 4
     assert info["best_epoch"] == int(np.argmax(accs)) + 1
     assert info["best_val_accuracy"] == pytest.approx(max(accs))
-    assert len(info["epoch_seconds"]) == 4 and info["train_seconds"] > 0
+    assert len(info["epoch_seconds"]) == 4 and info["train_seconds"] == pytest.approx(sum(info["epoch_seconds"]))
     best = keras.saving.load_model(tmp_path / "best.keras")
     for a, b in zip(best.get_weights(), model.get_weights()):
         np.testing.assert_array_equal(a, b)
     assert len((tmp_path / "history.csv").read_text().strip().splitlines()) == 5
-    assert not (tmp_path / "backup").exists()  # removed once training finished
 
 
-def test_fit_of_a_distiller_saves_only_the_student(tmp_path):
+def test_fit_of_a_distiller_checkpoints_only_the_student(tmp_path):
     teacher = small_classifier(1)
     student = small_classifier(2)
     d = Distiller(student=student, teacher=teacher)
@@ -50,74 +74,123 @@ def test_fit_of_a_distiller_saves_only_the_student(tmp_path):
     saved = keras.saving.load_model(tmp_path / "best.keras", compile=False)
     assert len(saved.get_weights()) == len(student.get_weights())
     assert {"loss", "student_loss", "distillation_loss", "val_loss"} <= set(info["history"])
+    (state,) = (tmp_path / "state").glob("state-*.npz")
+    with np.load(state) as arrays:  # the student's and the optimizer's variables, no teacher
+        assert len(arrays.files) == len(student.variables) + len(d.optimizer.variables)
 
 
-def test_an_interrupted_fit_resumes_from_its_backup(tmp_path):
-    class Crash(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            if epoch == 1:
-                raise RuntimeError("disconnected")
+def test_a_resumed_run_equals_the_uninterrupted_run(tmp_path):
+    """Killed after epoch 2 and resumed in a new model: same weights, history, best epoch."""
+    whole = small_classifier(0, dropout=0.3)
+    expected = training.fit(whole, shuffled_epochs(), separable_data(seed=1), 5, tmp_path / "whole", seed=3, verbose=0)
 
-    model = small_classifier()
-    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
     with pytest.raises(RuntimeError, match="disconnected"):
-        model.fit(separable_data(), epochs=4, callbacks=[backup, Crash()], verbose=0)
-    resumed = small_classifier()
-    history = resumed.fit(separable_data(), epochs=4, callbacks=[keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))], verbose=0)
-    assert len(history.history["loss"]) == 2  # epochs 0 and 1 were backed up; only 2 and 3 run again
+        training.fit(small_classifier(0, dropout=0.3), shuffled_epochs(), separable_data(seed=1), 5,
+                     tmp_path / "cut", seed=3, verbose=0, callbacks=[Crash(2)])
+    assert len(json.loads((tmp_path / "cut" / "state" / "progress.json").read_text())["history"]) == 2
+    resumed_model = small_classifier(7, dropout=0.3)  # other initial weights: the state must replace them
+    resumed = training.fit(resumed_model, shuffled_epochs(), separable_data(seed=1), 5, tmp_path / "cut", seed=3,
+                           verbose=0)
+    for a, b in zip(whole.get_weights(), resumed_model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert resumed["history"] == expected["history"]
+    assert resumed["best_epoch"] == expected["best_epoch"] and len(resumed["epoch_seconds"]) == 5
+    assert (tmp_path / "cut" / "history.csv").read_text().count("\n") == 6  # header + 5 epochs, none twice
 
 
-def test_records_are_reused_only_for_the_same_configuration(tmp_path):
-    cfg = {"model": "DSNet", "temperature": 10.0, "epochs": 20}
-    assert training.load_or_prepare(tmp_path, cfg) is None
-    training.save_record(tmp_path, {"config": cfg, "test": {"accuracy": np.float32(0.9)}})
-    assert training.load_or_prepare(tmp_path, dict(reversed(list(cfg.items()))))["test"]["accuracy"] == pytest.approx(0.9)
-    assert json.loads((tmp_path / "record.json").read_text())["config"] == cfg
-    assert training.load_or_prepare(tmp_path, {**cfg, "temperature": 3.0}) is None
-    assert not (tmp_path / "record.json").exists()  # the folder now belongs to the new configuration
+@pytest.mark.parametrize("during", ["epoch 2 state", "final best.keras"])
+def test_a_kill_during_a_save_loses_at_most_that_epoch(tmp_path, monkeypatch, during):
+    whole = small_classifier(0)
+    expected = training.fit(whole, shuffled_epochs(), separable_data(seed=1), 4, tmp_path / "whole", verbose=0)
+
+    name, real = ("savez", np.savez) if during == "epoch 2 state" else ("copyfile", training.shutil.copyfile)
+    calls = []
+
+    def killed(target, *args, **kwargs):
+        calls.append(target)
+        if len(calls) == (2 if name == "savez" else 1):  # a few bytes written, then the kill
+            (target.write(b"PK\x03\x04") if hasattr(target, "write") else open(args[0], "wb").write(b"PK"))
+            raise KeyboardInterrupt
+        return real(target, *args, **kwargs)
+
+    monkeypatch.setattr(training.np if name == "savez" else training.shutil, name, killed)
+    run = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        training.fit(small_classifier(0), shuffled_epochs(), separable_data(seed=1), 4, run, verbose=0)
+    monkeypatch.undo()
+    assert not list(run.rglob(".*.tmp-*")) and not (run / "best.keras").exists()
+    done = len(json.loads((run / "state" / "progress.json").read_text())["history"])
+    assert done == (1 if name == "savez" else 4)
+    model = small_classifier(0)
+    info = training.fit(model, shuffled_epochs(), separable_data(seed=1), 4, run, verbose=0)
+    assert info["history"] == expected["history"] and info["best_epoch"] == expected["best_epoch"]
+    for a, b in zip(whole.get_weights(), keras.saving.load_model(run / "best.keras").get_weights()):
+        np.testing.assert_array_equal(a, b)
 
 
-def test_best_checkpoint_explains_a_missing_metric(tmp_path):
-    model = small_classifier()
+def test_a_finished_but_unrecorded_run_is_not_trained_twice(tmp_path):
+    first = training.fit(small_classifier(), separable_data(), separable_data(seed=1), 3, tmp_path, verbose=0)
+    # The process died before the record was written: the next call finds every epoch done.
+    again = training.fit(small_classifier(5), separable_data(), separable_data(seed=1), 3, tmp_path, verbose=0)
+    assert again["epoch_seconds"] == first["epoch_seconds"] and again["history"] == first["history"]
+    assert (tmp_path / "history.csv").read_text().count("\n") == 4
+
+
+def test_records_are_reused_only_with_their_key_and_model(tmp_path, capsys):
+    training.fit(small_classifier(), separable_data(), separable_data(seed=1), 1, tmp_path, verbose=0)
+    assert training.load_finished(tmp_path, "abc") is None
+    training.save_record(tmp_path, {"test": {"accuracy": np.float32(0.9)}}, "abc")
+    assert not (tmp_path / "state").exists()  # not needed once the record is there
+    assert training.load_finished(tmp_path, "abc")["test"]["accuracy"] == pytest.approx(0.9)
+    assert training.load_finished(tmp_path, "xyz") is None
+    assert "belongs to run key 'abc'" in capsys.readouterr().out
+    assert (tmp_path / "record.json.damaged").is_file() and not (tmp_path / "record.json").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated record", "changed model", "missing model"])
+def test_a_damaged_run_is_reported_in_one_line_and_not_trusted(tmp_path, capsys, damage):
+    training.fit(small_classifier(), separable_data(), separable_data(seed=1), 1, tmp_path, verbose=0)
+    training.save_record(tmp_path, {"test": {"accuracy": 0.9}}, "abc")
+    record, best = tmp_path / "record.json", tmp_path / "best.keras"
+    if damage == "truncated record":
+        record.write_text(record.read_text()[:40])
+    elif damage == "changed model":
+        best.write_bytes(best.read_bytes()[:100])
+    else:
+        best.unlink()
+    assert training.load_finished(tmp_path, "abc") is None
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and out[0].startswith("note: ") and "trained again" in out[0]
+
+
+def test_epochs_below_one_are_refused(tmp_path):
+    for epochs in (0, -1):
+        with pytest.raises(ValueError, match="epochs must be at least 1"):
+            training.fit(small_classifier(), separable_data(), separable_data(), epochs, tmp_path, verbose=0)
+
+
+def test_a_missing_validation_metric_is_explained(tmp_path):
     with pytest.raises(KeyError, match="pass validation_data"):
-        model.fit(separable_data(), epochs=1, callbacks=[training.BestCheckpoint(tmp_path / "b.keras")], verbose=0)
+        training.fit(small_classifier(), separable_data(), None, 1, tmp_path, verbose=0)
 
 
-def test_fit_resumed_after_a_disconnect_keeps_every_epoch_and_the_best(tmp_path):
-    class Crash(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            if epoch == 2:
-                raise RuntimeError("disconnected")
+def test_a_killed_atomic_write_leaves_the_old_file(tmp_path):
+    target = storage.write_json(tmp_path / "record.json", {"a": 1})
 
-    cfg = {"model": "small", "epochs": 5}
-    assert training.load_or_prepare(tmp_path, cfg) is None
-    model = small_classifier()
-    model.fit = _with_extra_callback(model.fit, Crash())
-    with pytest.raises(RuntimeError, match="disconnected"):
-        training.fit(model, separable_data(), separable_data(seed=1), epochs=5, run_dir=tmp_path, verbose=0)
-    logged = (tmp_path / "history.csv").read_text().strip().splitlines()
-    assert len(logged) == 1 + 3  # header + epochs 0-2: the crash came after epoch 2 was logged and backed up
-    assert training.load_or_prepare(tmp_path, cfg) is None  # same configuration: the folder is kept
-    info = training.fit(small_classifier(), separable_data(), separable_data(seed=1), epochs=5, run_dir=tmp_path, verbose=0)
-    assert len(info["epoch_seconds"]) == 5  # 3 before + 2 after the resume
-    accs = [float(r.split(",")[header_index(tmp_path, "val_categorical_accuracy")]) for r in
-            (tmp_path / "history.csv").read_text().strip().splitlines()[1:]]
-    assert info["best_val_accuracy"] == pytest.approx(max(accs))
+    def dies(tmp):
+        with open(tmp, "w") as f:
+            f.write('{"a": ')
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        storage.atomic_write(target, dies)
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["record.json"]
 
 
-def test_another_configuration_starts_from_a_clean_folder(tmp_path):
-    training.load_or_prepare(tmp_path, {"epochs": 5})
-    (tmp_path / "history.csv").write_text("epoch,loss\n0,1.0\n")
-    assert training.load_or_prepare(tmp_path, {"epochs": 6}) is None
-    assert not (tmp_path / "history.csv").exists()
-
-
-def _with_extra_callback(fit, extra):
-    def wrapped(*args, callbacks=(), **kwargs):
-        return fit(*args, callbacks=[*callbacks, extra], **kwargs)
-
-    return wrapped
-
-
-def header_index(run_dir, column):
-    return (run_dir / "history.csv").read_text().splitlines()[0].split(",").index(column)
+def test_run_keys_depend_on_content_not_order():
+    a = {"config": {"epochs": 5, "lr": 1e-3}, "teacher": "t1", "manifest": "m1"}
+    assert training.run_key(a) == training.run_key(dict(reversed(list(a.items()))))
+    assert training.run_key(a) != training.run_key({**a, "teacher": "t2"})
+    assert training.run_key(a) != training.run_key({**a, "manifest": "m2"})
+    assert len(training.run_key(a)) == 16
