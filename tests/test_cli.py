@@ -409,3 +409,24 @@ def test_export_refuses_a_damaged_or_non_two_class_model(models, tmp_path, capsy
     err = capsys.readouterr().err
     assert ("not a two-class model" if model == "three" else "damaged or not a Keras/TFLite model") in err
     assert not list(tmp_path.glob("*.tflite"))
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+@pytest.mark.parametrize("raised, code, words", [
+    (RuntimeError("boom"), 3, ["Traceback", "RuntimeError: boom", "internal error"]),
+    (KeyboardInterrupt(), 130, ["interrupted"]),
+])
+def test_entry_point_exit_codes_for_bugs_and_ctrl_c(monkeypatch, capsys, raised, code, words):
+    import kd_utils.__main__ as cli
+
+    def fail(args):
+        raise raised
+
+    monkeypatch.setattr(cli, "_run", fail)
+    assert cli.entry(["benchmark"]) == code
+    err = capsys.readouterr().err
+    for word in words:
+        assert word in err
+    assert ("Traceback" in err) == (code == 3)
