@@ -1,19 +1,33 @@
 """Command line.
 
-``python -m kd_utils reproduce [--profile paper|cpu|smoke]``
+``python -m kd_utils reproduce [--profile paper|cpu|smoke] [--only 01 02 ...]``
     Runs the notebooks in order with papermill; executed copies, tables
     (markdown + CSV) and figures (PNG) go to ``results/<profile>/``.
+    ``--only`` takes notebook prefixes (``01`` ... ``07``); an unknown prefix
+    or an empty list is refused.
 ``python -m kd_utils quickstart [--profile ...]``
     Data, teacher and distilled DSNet without notebooks; prints the metrics.
-``python -m kd_utils export MODEL --format tflite --quantize none|dynamic|int8|all``
+``python -m kd_utils export MODEL --format tflite --quantize none|dynamic|int8|all [--calibration DIR]``
     A .keras model (or ``dsnet``: the profile's final distilled DSNet) as
-    TFLite; compares Keras and TFLite on the profile's test split.
-``python -m kd_utils predict IMAGE_OR_DIR... [--model PATH]``
-    Malignant probability per image with a .keras or .tflite model.
+    TFLite; compares Keras and TFLite on the profile's test split when the
+    profile has one. int8 calibrates on 100-500 images of ``DIR`` (read and
+    checked as ``predict`` does), else on the profile's training split.
+``python -m kd_utils predict IMAGE_OR_DIR... [--model PATH] [--json | --csv]``
+    Malignant probability per image with a .keras or .tflite model of two
+    classes. Images under 32 px on a side or more elongated than 4:1 are
+    refused (training excludes them); EXIF orientation is applied.
     A research tool, not a diagnostic device.
 ``python -m kd_utils benchmark [--out DIR] [--runs N] [--quick]``
     Size, FLOPs, latency and throughput of DSNet and larger models on this
     machine, and what precomputed teacher logits save in training.
+
+Exit codes: 0 everything done; 1 some inputs failed (``predict``: the others
+are still printed); 2 usage error - a bad option, value, path or environment
+variable (``KD_PROFILE``, ``KD_ARTIFACTS``, ``KD_DATA_DIR``), a damaged or
+unsuitable model, or an earlier step's output missing - said in one line on
+stderr, nothing done; 3 internal error (a traceback is printed: a bug, or a
+notebook or training run that raised); 130 interrupted (Ctrl-C). Arguments
+and environment are checked before TensorFlow is imported.
 """
 
 from __future__ import annotations
@@ -24,11 +38,133 @@ import sys
 import time
 from pathlib import Path
 
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+PROG = "python -m kd_utils"
+
+
+class UsageError(Exception):
+    """A mistake in the command line or its environment; the message is the one line shown."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors as one line (:class:`UsageError`) instead of usage text and exit."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _count(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+# --------------------------------------------------------------------------- checks (no TensorFlow)
+
 
 def notebooks_dir() -> Path:
     from . import config
 
     return config.repo_root() / "notebooks"
+
+
+def _notebooks() -> list[Path]:
+    books = sorted(notebooks_dir().glob("0*.ipynb"))
+    if not books:
+        raise UsageError(
+            f"no notebooks in {notebooks_dir()}: run from the project checkout or set KD_ROOT to it"
+        )
+    return books
+
+
+def select_notebooks(only: list[str] | None) -> list[Path]:
+    """The notebooks to run: all, or those starting with one of ``only``; UsageError otherwise."""
+    books = _notebooks()
+    if only is None:
+        return books
+    prefixes = ", ".join(b.name[:2] for b in books)
+    if not only:
+        raise UsageError(f"--only needs at least one notebook prefix (one of {prefixes}), e.g. --only 01 02")
+    for prefix in only:
+        if not any(b.name.startswith(prefix) for b in books):
+            raise UsageError(
+                f"--only {prefix!r} matches no notebook in {notebooks_dir()}; expected a prefix of one of "
+                f"{', '.join(b.stem for b in books)} (e.g. {prefixes})"
+            )
+    return [b for b in books if any(b.name.startswith(o) for o in only)]
+
+
+def check_profile_env() -> None:
+    """``KD_PROFILE``, when set, must name a profile (checked where a profile is resolved)."""
+    from . import config
+
+    value = os.environ.get("KD_PROFILE")
+    if value and value not in config.PROFILE_NAMES:
+        raise UsageError(
+            f"KD_PROFILE={value!r} is not a profile; expected one of {', '.join(config.PROFILE_NAMES)} "
+            "(or unset it, or pass --profile)"
+        )
+
+
+def _check_folder(path: Path, what: str) -> None:
+    """``path`` must be a folder or creatable as one: no file at it or above it."""
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        where = "is a file" if probe == path else f"is inside {probe}, which is a file"
+        raise UsageError(f"{what} {where}, not a folder; it must name a folder (created if missing)")
+
+
+def check_folder_env(name: str, path: Path) -> None:
+    """The folder an environment variable (or its default) names must be usable as a folder."""
+    value = os.environ.get(name)
+    _check_folder(path, f"{name}={value}" if value else f"{path} (default for {name})")
+
+
+def check_artifacts_env() -> None:
+    from . import config
+
+    check_folder_env("KD_ARTIFACTS", config.artifacts_dir())
+
+
+def _check_model_arg(value: str, option: str, suffixes: tuple[str, ...]) -> Path:
+    path = Path(value)
+    if path.suffix.lower() not in suffixes:
+        raise UsageError(f"Unsupported model file {value} ({option}): expected a {' or '.join(suffixes)} file, "
+                         f"got suffix {path.suffix or '(none)'!r}")
+    if not path.exists():
+        raise UsageError(f"{option} {value}: no such file")
+    if not path.is_file():
+        raise UsageError(f"{option} {value}: is a folder, expected a {' or '.join(suffixes)} file")
+    return path
+
+
+def _check_calibration(folder: str, wanted: list[str]) -> Path:
+    from . import deploy
+
+    if "int8" not in wanted:
+        raise UsageError(f"--calibration {folder}: only int8 is calibrated; add --quantize int8 or drop --calibration")
+    path = Path(folder)
+    if not path.is_dir():
+        raise UsageError(f"--calibration {folder}: {'not a folder' if path.exists() else 'no such folder'}; "
+                         "expected a folder of .jpg/.jpeg/.png images")
+    low, high = deploy.CALIBRATION_RANGE
+    found = sum(1 for p in deploy.expand_paths(path) if p.is_file())
+    if found < low:
+        raise UsageError(f"--calibration {folder}: {found} .jpg/.jpeg/.png file(s); int8 calibration needs "
+                         f"{low} to {high} images like the ones the model will see")
+    return path
+
+
+# --------------------------------------------------------------------------- commands
 
 
 def auto_profile() -> tuple[str, str]:
@@ -54,9 +190,10 @@ def auto_profile() -> tuple[str, str]:
 
 
 def reproduce(profile_name: str | None, only: list[str] | None = None) -> int:
-    import papermill
-
     from . import config
+
+    books = select_notebooks(only)
+    import papermill
 
     if profile_name is None:
         profile_name, why = auto_profile()
@@ -64,9 +201,6 @@ def reproduce(profile_name: str | None, only: list[str] | None = None) -> int:
     profile = config.get_profile(profile_name)
     out_dir = config.results_dir(profile) / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
-    books = sorted(notebooks_dir().glob("0*.ipynb"))
-    if only:
-        books = [b for b in books if any(b.name.startswith(o) for o in only)]
     start = time.perf_counter()
     for i, book in enumerate(books, 1):
         print(f"[{i}/{len(books)}] {book.name} (profile {profile.name})", flush=True)
@@ -86,32 +220,39 @@ def reproduce(profile_name: str | None, only: list[str] | None = None) -> int:
     if beyond:
         print("Beyond the paper (KD gain, ablation, calibration, leakage; notebook 07): " + ", ".join(beyond))
     print(f"Tables, figures and executed notebooks: {config.results_dir(profile)}")
-    return 0
+    return EXIT_OK
 
 
 def _tflite_name(quantize: str) -> str:
     return {"none": "float32", "dynamic": "dynamic_int8", "int8": "int8"}[quantize]
 
 
-def export(model_arg: str, quantizations: list[str], profile_name: str | None, out: str | None) -> int:
+def export(model_arg: str, quantizations: list[str], profile_name: str | None, out: str | None,
+           calibration: str | None = None) -> int:
     """Export a .keras model to TFLite and compare it with Keras on the test split."""
-    from . import config, deploy, pipeline
+    from . import deploy
+
+    wanted = list(deploy.QUANTIZATIONS) if "all" in quantizations else list(dict.fromkeys(quantizations))
+    if model_arg.lower() != "dsnet":
+        if Path(model_arg).suffix.lower() == ".tflite":
+            raise UsageError(f"MODEL {model_arg}: MODEL must be a .keras file or 'dsnet'; a .tflite file is exported already")
+        _check_model_arg(model_arg, "MODEL", (".keras",))
+    if out and Path(out).suffix.lower() == ".tflite" and len(wanted) > 1:
+        raise UsageError(f"--out {out} names one file but {len(wanted)} quantizations were asked for; "
+                         "give a folder instead")
+    if out and Path(out).suffix.lower() != ".tflite":
+        _check_folder(Path(out), f"--out {out}")
+    calibration_dir = _check_calibration(calibration, wanted) if calibration else None
+
+    from . import config, pipeline  # TensorFlow from here on
 
     profile = config.get_profile(profile_name)
-    wanted = list(deploy.QUANTIZATIONS) if "all" in quantizations else list(dict.fromkeys(quantizations))
     try:
         keras_path = pipeline.final_student_path(profile) if model_arg.lower() == "dsnet" else Path(model_arg)
-        if keras_path.suffix.lower() != ".keras":
-            raise ValueError(f"MODEL must be a .keras file or 'dsnet'; got {keras_path}.")
         reference = deploy.load_model(keras_path)
     except (pipeline.MissingStepError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        raise UsageError(str(err)) from err
     if out and Path(out).suffix.lower() == ".tflite":
-        if len(wanted) > 1:
-            print(f"error: --out {out} names one file but {len(wanted)} quantizations were asked for; "
-                  "give a directory instead.", file=sys.stderr)
-            return 2
         targets = {wanted[0]: Path(out)}
     else:
         folder = Path(out) if out else keras_path.parent
@@ -119,13 +260,20 @@ def export(model_arg: str, quantizations: list[str], profile_name: str | None, o
     try:
         manifest = pipeline.load_manifest(profile)
     except pipeline.MissingStepError as err:
-        if "int8" in wanted:
-            print(f"error: int8 needs representative images from the training split: {err}", file=sys.stderr)
-            return 2
+        if "int8" in wanted and calibration_dir is None:
+            raise UsageError(f"int8 needs representative images: give --calibration DIR (100-500 images), "
+                             f"or build the {profile.name} profile's training split: {err}") from err
         print(f"note: no evaluation on the test split: {err}", file=sys.stderr)
         manifest = None
     representative = None
-    if "int8" in wanted:
+    if "int8" in wanted and calibration_dir is not None:
+        try:
+            representative, skipped = deploy.calibration_images(calibration_dir, reference.image_size, seed=profile.seed)
+        except deploy.CalibrationError as err:
+            raise UsageError(str(err)) from err
+        note = f"; {len(skipped)} file(s) refused, e.g. {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
+        print(f"int8 calibration: {len(representative)} images of {calibration_dir}{note}")
+    elif "int8" in wanted:
         representative = deploy.representative_images(manifest, reference.image_size, n=200, seed=profile.seed)
         print(f"int8 calibration: {len(representative)} images of the {profile.name} training split")
     for quantize, target in targets.items():
@@ -134,30 +282,52 @@ def export(model_arg: str, quantizations: list[str], profile_name: str | None, o
         print(f"wrote {target} ({quantize}, {target.stat().st_size / 1e6:.2f} MB) in {time.perf_counter() - t0:.1f} s")
     print(f"Keras model {keras_path}: {keras_path.stat().st_size / 1e6:.2f} MB")
     if manifest is None:
-        return 0
+        return EXIT_OK
     table = deploy.compare_on_split(reference, list(targets.values()), manifest, "test")
     table["size_mb"] = table.size_bytes / 1e6
     columns = ["model", "format", "size_mb", "accuracy", "auc_malignant", "accuracy_loss", "agreement", "max_prob_diff"]
     print(f"\nTest split of profile {profile.name} ({table.n.iloc[0]} images); "
           "accuracy_loss = Keras accuracy minus this model's:")
     print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    return 0
+    return EXIT_OK
 
 
-def predict(paths: list[str], model: str | None, profile_name: str | None) -> int:
-    """Print the malignant probability of every image; errors go to stderr."""
-    from . import config, deploy, pipeline
+def predict(paths: list[str], model: str | None, profile_name: str | None, output: str = "table") -> int:
+    """Print the malignant probability of every image; errors go to stderr.
 
-    print(deploy.DISCLAIMER)
+    ``output``: ``table`` (for people), ``json`` or ``csv`` (for scripts: only
+    the data on stdout, the disclaimer and the summary on stderr). Returns 0
+    when every input was predicted, 1 when some failed.
+    """
+    from . import deploy
+
+    if model:
+        model_path = _check_model_arg(model, "--model", deploy.MODEL_SUFFIXES)
+    notes = sys.stdout if output == "table" else sys.stderr
+    print(deploy.DISCLAIMER, file=notes)
+
+    from . import config, pipeline  # TensorFlow from here on
+
     try:
-        model_path = Path(model) if model else pipeline.final_student_path(config.get_profile(profile_name))
+        if not model:
+            model_path = pipeline.final_student_path(config.get_profile(profile_name))
         runner = deploy.load_model(model_path)
     except (pipeline.MissingStepError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        raise UsageError(str(err)) from err
     results = deploy.predict_paths(paths, runner)
     good = [r for r in results if r.ok]
-    if good:
+    if output == "json":
+        import json
+
+        print(json.dumps({
+            "disclaimer": deploy.DISCLAIMER, "model": str(model_path), "image_size": runner.image_size,
+            "predicted": len(good), "failed": len(results) - len(good),
+            "results": [{"path": r.path, "malignant_probability": r.malignant_probability, "label": r.label,
+                         "error": r.error} for r in results],
+        }, indent=2))
+    elif output == "csv":
+        deploy.results_frame(results).to_csv(sys.stdout, index=False, float_format="%.6f")
+    elif good:
         width = max(len("file"), *(len(r.path) for r in good))
         print(f"{'file':<{width}}  malignant_probability  prediction")
         for r in good:
@@ -165,50 +335,83 @@ def predict(paths: list[str], model: str | None, profile_name: str | None) -> in
     for r in results:
         if not r.ok:
             print(f"error: {r.path}: {r.error}", file=sys.stderr)
-    print(f"{len(good)} of {len(results)} file(s) predicted with {model_path} ({runner.image_size}px).")
-    return 0 if good else 1
+    failed = len(results) - len(good)
+    print(f"{len(good)} of {len(results)} file(s) predicted with {model_path} ({runner.image_size}px)"
+          + (f"; {failed} failed (see the error lines)." if failed else "."), file=notes)
+    return EXIT_OK if results and not failed else EXIT_SOME_FAILED
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kd_utils", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+def build_parser() -> argparse.ArgumentParser:
+    from . import config
+
+    profiles = list(config.PROFILE_NAMES)
+    parser = _Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="reproduce, quickstart, export, predict or benchmark")
     rep = sub.add_parser("reproduce", help="run the notebooks in order and collect tables and figures")
-    rep.add_argument("--profile", choices=["paper", "cpu", "smoke"], default=None,
-                     help="default: paper with a GPU and the real data, else cpu")
-    rep.add_argument("--only", nargs="*", help="notebook prefixes to run, e.g. 01 02")
+    rep.add_argument("--profile", choices=profiles, default=None,
+                     help="default: $KD_PROFILE, else paper with a GPU and the real data, else cpu")
+    rep.add_argument("--only", nargs="*", metavar="PREFIX", help="notebook prefixes to run, e.g. 01 02")
     quick = sub.add_parser("quickstart", help="data, teacher and distilled DSNet; prints test metrics")
-    quick.add_argument("--profile", default=None, help="paper, cpu or smoke (default: $KD_PROFILE or cpu)")
-    quick.add_argument("--teacher-epochs", type=int, default=None)
-    quick.add_argument("--student-epochs", type=int, default=None)
+    quick.add_argument("--profile", choices=profiles, default=None, help="default: $KD_PROFILE or cpu")
+    quick.add_argument("--teacher-epochs", type=_count(1), default=None)
+    quick.add_argument("--student-epochs", type=_count(1), default=None)
     exp = sub.add_parser("export", help="export a .keras model to TFLite and compare on the test split")
     exp.add_argument("model", metavar="MODEL", help="a .keras file, or 'dsnet' for the profile's final distilled DSNet")
     exp.add_argument("--format", choices=["tflite"], default="tflite")
     exp.add_argument("--quantize", nargs="+", choices=["none", "dynamic", "int8", "all"], default=["none"],
                      help="none (float32), dynamic (int8 weights), int8 (full integer, uint8 input); several or all")
-    exp.add_argument("--profile", default=None, help="whose model, training split (int8) and test split (default: cpu)")
+    exp.add_argument("--calibration", metavar="DIR", default=None,
+                     help="int8: calibrate on 100-500 images of this folder (default: the profile's training split)")
+    exp.add_argument("--profile", choices=profiles, default=None,
+                     help="whose model, training split (int8) and test split (default: $KD_PROFILE or cpu)")
     exp.add_argument("--out", default=None, help="a .tflite file (one quantization) or a folder (default: the model's folder)")
     pred = sub.add_parser("predict", help="malignant probability per image (research use only)")
     pred.add_argument("paths", nargs="+", metavar="IMAGE_OR_DIR")
     pred.add_argument("--model", default=None, help=".keras or .tflite file (default: the profile's final DSNet)")
-    pred.add_argument("--profile", default=None, help="profile of the default model (default: $KD_PROFILE or cpu)")
+    pred.add_argument("--profile", choices=profiles, default=None,
+                      help="profile of the default model (default: $KD_PROFILE or cpu)")
+    form = pred.add_mutually_exclusive_group()
+    form.add_argument("--json", dest="output", action="store_const", const="json", default="table",
+                      help="one JSON document on stdout (path, malignant_probability, label, error per file)")
+    form.add_argument("--csv", dest="output", action="store_const", const="csv",
+                      help="CSV on stdout: path,malignant_probability,label,error")
     bench = sub.add_parser("benchmark", help="size, FLOPs, latency, throughput and training-side timings on this machine")
     bench.add_argument("--out", default=None, help="folder for benchmark.md/.csv/.png (default: results/benchmark)")
-    bench.add_argument("--runs", type=int, default=None, help="timed batch-1 calls per model (default 50)")
+    bench.add_argument("--runs", type=_count(1), default=None, help="timed batch-1 calls per model (default 50)")
     bench.add_argument("--quick", action="store_true", help="tiny sizes and counts: checks that it runs, numbers meaningless")
-    args = parser.parse_args(argv)
+    return parser
 
+
+def _run(args) -> int:
+    from . import config
+
+    uses_profile = args.command in ("reproduce", "quickstart", "export") or (
+        args.command == "predict" and not args.model)
+    if uses_profile and args.profile is None:
+        check_profile_env()
+    if uses_profile:
+        check_artifacts_env()
+    if args.command in ("reproduce", "quickstart"):
+        check_folder_env("KD_DATA_DIR", config.data_dir())
     if args.command == "reproduce":
+        import importlib.util
+
+        select_notebooks(args.only)
+        if importlib.util.find_spec("papermill") is None:
+            raise UsageError("reproduce needs papermill: pip install -e '.[notebooks]' (or pip install papermill)")
         return reproduce(args.profile, args.only)
     if args.command == "export":
-        return export(args.model, args.quantize, args.profile, args.out)
+        return export(args.model, args.quantize, args.profile, args.out, args.calibration)
     if args.command == "predict":
-        return predict(args.paths, args.model, args.profile)
+        return predict(args.paths, args.model, args.profile, args.output)
     if args.command == "benchmark":
+        if args.out:
+            _check_folder(Path(args.out), f"--out {args.out}")
         from .benchmark import run
 
         run(args.out, runs=args.runs, quick=args.quick)
-        return 0
+        return EXIT_OK
     from .pipeline import quickstart
 
     overrides = {}
@@ -217,8 +420,33 @@ def main(argv=None) -> int:
     if args.student_epochs is not None:
         overrides["student_epochs"] = args.student_epochs
     quickstart(args.profile, **overrides)
-    return 0
+    return EXIT_OK
+
+
+def main(argv=None) -> int:
+    """Run one command; returns the exit code. A user mistake is one ``error:`` line on stderr and 2."""
+    try:
+        return _run(build_parser().parse_args(argv))
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def entry(argv=None) -> int:
+    """:func:`main` for ``python -m kd_utils``: Ctrl-C is 130 and an unexpected error 3, with its traceback."""
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception:  # noqa: BLE001  (a bug or a failed run: show where, keep 1 and 2 for the documented cases)
+        import traceback
+
+        traceback.print_exc()
+        print("internal error: the traceback above says where (a bug, or a notebook or training run that raised)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

@@ -13,8 +13,12 @@ Rules applied to every file:
 * grayscale, RGBA, palette, CMYK, 16-bit and formats TensorFlow cannot decode
   (TIFF, WebP, ...) are converted to an 8-bit RGB PNG in ``work_dir``; the
   manifest points at the converted copy and keeps ``original_path``;
-* images smaller than ``min_side`` on their short side are excluded; images
+* images smaller than ``min_side`` (:data:`MIN_SIDE`, 32 px) on their short
+  side, or more elongated than :data:`MAX_ASPECT` (4:1), are excluded; images
   smaller than the training size are kept and noted as upscaled;
+* an EXIF orientation tag (phones, some cameras) is applied: such a file is
+  stored upright as an 8-bit RGB PNG in ``work_dir``, as a viewer shows it
+  (``deploy.read_image`` does the same for prediction);
 * exact duplicates (same sha1) are kept once; copies of one image with
   conflicting labels are all excluded;
 * near duplicates (perceptual hashes within ``near_duplicate_bits``) never
@@ -40,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import config, storage, synthetic
 
@@ -52,6 +56,13 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 #: Formats and modes the tf.data decoder reads as they are.
 _DIRECT_FORMATS = {"JPEG", "PNG"}
 _ISIC_LABEL_COLUMNS = ("benign_malignant", "diagnosis_1")
+#: Shortest usable side in pixels: smaller images are excluded from training
+#: (``build_manifest(min_side=...)``) and refused by ``predict``.
+MIN_SIDE = 32
+#: Longest usable side / shortest side: a more elongated image would be
+#: squashed out of shape by the square resize; excluded and refused likewise.
+MAX_ASPECT = 4.0
+_EXIF_ORIENTATION = 0x0112
 
 
 class DataError(ValueError):
@@ -248,6 +259,37 @@ def _to_rgb8(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def size_problem(width: int, height: int, min_side: int = MIN_SIDE, max_aspect: float = MAX_ASPECT) -> str | None:
+    """Why an image of ``width`` x ``height`` (as shown, EXIF applied) is unusable, or None."""
+    if min(width, height) < min_side:
+        return f"too small: {width}x{height} < {min_side} px"
+    if max(width, height) > max_aspect * min(width, height):
+        return f"too elongated: {width}x{height}, more than {max_aspect:g}:1"
+    return None
+
+
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation tag (1-8; 1 = stored upright), 1 when absent or unreadable."""
+    try:
+        value = image.getexif().get(_EXIF_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001  (malformed EXIF: Pillow raises various errors; the pixels are still fine)
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def shown_size(image: Image.Image) -> tuple[int, int]:
+    """``(width, height)`` as a viewer shows the image (EXIF orientation applied)."""
+    width, height = image.size
+    return (height, width) if exif_orientation(image) in (5, 6, 7, 8) else (width, height)
+
+
+def upright_rgb8(image: Image.Image) -> Image.Image:
+    """8-bit RGB with the EXIF orientation applied (see :func:`_to_rgb8`)."""
+    if exif_orientation(image) != 1:
+        image = ImageOps.exif_transpose(image)
+    return _to_rgb8(image)
+
+
 @dataclasses.dataclass
 class _Checked:
     candidate: Candidate
@@ -271,11 +313,14 @@ def _check_file(candidate: Candidate, work_dir: Path, min_side: int, image_size:
         with Image.open(path) as image:
             fmt, mode = image.format, image.mode
             image.load()  # raises on truncated data
-            width, height = image.size
-            if min(width, height) < min_side:
-                return _Checked(candidate, "excluded", f"too small: {width}x{height} < {min_side} px", sha1=sha1)
-            needs_conversion = fmt not in _DIRECT_FORMATS or mode != "RGB"
-            rgb = _to_rgb8(image) if needs_conversion else image
+            width, height = shown_size(image)
+            problem = size_problem(width, height, min_side)
+            if problem:
+                return _Checked(candidate, "excluded", problem, sha1=sha1)
+            orientation = exif_orientation(image)
+            # tf.io.decode_image ignores EXIF: a rotated file is stored upright instead.
+            needs_conversion = fmt not in _DIRECT_FORMATS or mode != "RGB" or orientation != 1
+            rgb = upright_rgb8(image) if needs_conversion else image
             phash = perceptual_hash(rgb)
             out_path, status, reason = path, "ok", ""
             if needs_conversion:
@@ -284,6 +329,8 @@ def _check_file(candidate: Candidate, work_dir: Path, min_side: int, image_size:
                 if not out_path.exists():
                     rgb.save(out_path, format="PNG")
                 status, reason = "converted", f"converted {fmt} {mode} to 8-bit RGB PNG"
+                if orientation != 1:
+                    reason += f" (EXIF orientation {orientation} applied)"
     except UnidentifiedImageError:
         return _Checked(candidate, "excluded", "not an image (unknown format)", sha1=sha1)
     except (OSError, SyntaxError, ValueError) as err:
@@ -463,7 +510,7 @@ def build_manifest(
     val_fraction: float = 0.2,
     test_fraction: float = 0.3,
     near_duplicate_bits: int = 4,
-    min_side: int = 32,
+    min_side: int = MIN_SIDE,
     work_dir=None,
     synthetic_per_class: int = 1000,
     remove_test_duplicates: bool = True,
@@ -668,7 +715,12 @@ def leakage_audit(manifest: Manifest, examples: int = 5) -> dict:
 
 
 def load_image(path, image_size: int):
-    """Read, decode (JPEG/PNG, 3 channels) and resize one image; stays uint8."""
+    """Read, decode (JPEG/PNG, 3 channels) and resize one image; stays uint8.
+
+    TensorFlow's decoder ignores EXIF orientation: the files it gets are
+    upright already (:func:`build_manifest` stores rotated files upright in
+    ``work_dir``, ``deploy.read_image`` rotates them with Pillow).
+    """
     import tensorflow as tf
 
     image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)

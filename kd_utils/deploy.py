@@ -25,7 +25,10 @@ input quantization exactly ``(scale 1.0, zero point 0)`` whatever the images.
 
 Running (:func:`load_model`): ``.keras`` files run in Keras, ``.tflite`` files
 in the LiteRT interpreter (``ai_edge_litert``); both give float logits
-``(n, 2)`` for a batch of uint8 images, quantization handled inside.
+``(n, 2)`` for a batch of uint8 images, quantization handled inside. A file
+that is not a model (truncated, another format) raises :class:`ModelFileError`
+("damaged or not a Keras/TFLite model"), and so does a model that does not
+take one square RGB image and give two class logits (benign, malignant).
 
 Prediction on files (:func:`predict_paths`) reads JPEG / PNG of any size and
 mode (grayscale, RGBA, palette, 16-bit) with :func:`kd_utils.data.load_image`,
@@ -33,8 +36,13 @@ the reader of the training pipeline: the same decoder and the same
 antialiased resize to the model's input size, so a file gives the same
 pixels here as in training. Pillow checks every file first (a truncated
 JPEG must be an error, not a half-grey image) and converts what TensorFlow
-cannot decode. EXIF orientation is not applied (training does not apply it
-either).
+cannot decode. Images are refused when training would have excluded them:
+shorter than :data:`kd_utils.data.MIN_SIDE` (32 px) on a side or more
+elongated than :data:`kd_utils.data.MAX_ASPECT` (4:1). EXIF orientation is
+applied before resizing, as the manifest builder does for training.
+
+Importing this module does not import TensorFlow (the command line checks
+its arguments first); the functions that need it import it.
 
 The outputs are research results, not diagnoses (:data:`DISCLAIMER`).
 """
@@ -49,13 +57,16 @@ from typing import Iterable
 
 import numpy as np
 
-from . import data, evaluation
-from .models import CLASS_NAMES
+from . import data
+
+CLASS_NAMES = data.CLASS_NAMES  # ("benign", "malignant"): the model's outputs 0 and 1
 
 QUANTIZATIONS = ("none", "dynamic", "int8")
 MODEL_SUFFIXES = (".keras", ".tflite")
 #: Files a directory given to :func:`predict_paths` is searched for (any case).
 PREDICT_SUFFIXES = (".jpg", ".jpeg", ".png")
+#: Images read from a folder given to ``export --calibration`` for int8: at least, at most.
+CALIBRATION_RANGE = (100, 500)
 DISCLAIMER = (
     "Research tool, not a diagnostic device: these outputs must not be used for clinical decisions."
 )
@@ -103,17 +114,76 @@ def _as_keras_model(model):
     from . import models  # noqa: F401  (registers Preprocess for loading)
 
     if isinstance(model, keras.Model):
+        _check_keras_outputs(model)
         return model
     path = _check_model_path(model)
-    if path.suffix != ".keras":
+    if path.suffix.lower() != ".keras":
         raise ValueError(f"Only Keras models (.keras) can be exported; got {path}.")
-    return keras.saving.load_model(path, compile=False)
+    return _load_keras(path)
 
 
-def _input_size(model) -> int:
+class ModelFileError(ValueError):
+    """A model file that cannot be used here; the message names the file and says why."""
+
+
+def _damaged(path, reason) -> ModelFileError:
+    reason = str(reason).strip().splitlines()[0] if str(reason).strip() else type(reason).__name__
+    return ModelFileError(f"{path}: damaged or not a Keras/TFLite model ({reason}).")
+
+
+def _load_keras(path: Path):
+    """keras.saving.load_model with the errors of a bad file as :class:`ModelFileError`."""
+    import zipfile
+
+    import keras
+
+    from . import models  # noqa: F401  (registers Preprocess for loading)
+
+    if not zipfile.is_zipfile(path):  # Keras would say "File not found" for a file that exists
+        raise _damaged(path, "not a .keras zip archive: truncated, or another format")
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as err:  # noqa: BLE001  (Keras raises many types for bad archives; the reason is kept)
+        raise _damaged(path, f"{type(err).__name__}: {err}") from err
+    _check_keras_outputs(model, path)
+    return model
+
+
+def _two_class_problem(shapes) -> str | None:
+    """Why a model with these output shapes is not a benign/malignant classifier, or None."""
+    shapes = [tuple(s) for s in shapes]
+    if len(shapes) != 1:
+        return f"it has {len(shapes)} outputs"
+    shape = shapes[0]
+    if len(shape) != 2:
+        return f"its output has shape {shape}"
+    if shape[-1] != 2:
+        return f"it gives {shape[-1]} value(s) per image"
+    return None
+
+
+def _refuse_outputs(where, problem: str) -> ModelFileError:
+    return ModelFileError(
+        f"{where}: not a two-class model: {problem}; expected one output of 2 logits per image, "
+        "shape (n, 2), class 0 benign and class 1 malignant."
+    )
+
+
+def _check_keras_outputs(model, path=None) -> None:
+    try:
+        shapes = [tuple(out.shape) for out in model.outputs]
+    except (AttributeError, TypeError, ValueError):  # a subclassed model that was never called
+        return
+    problem = _two_class_problem(shapes)
+    if problem:
+        raise _refuse_outputs(path or getattr(model, "name", "model"), problem)
+
+
+def _input_size(model, path=None) -> int:
     shape = tuple(model.input_shape)
     if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 3 or shape[1] is None:
-        raise ValueError(f"Expected a model for square RGB images (None, size, size, 3); got input {shape}.")
+        where = f"{path}: e" if path else "E"
+        raise ModelFileError(f"{where}xpected a model for square RGB images (None, size, size, 3); got input {shape}.")
     return int(shape[1])
 
 
@@ -176,6 +246,43 @@ def _calibration_batches(images: np.ndarray):
     return generate
 
 
+class CalibrationError(ValueError):
+    """Too few usable calibration images; the message says how many and why."""
+
+
+def calibration_images(folder, image_size: int, n_range=CALIBRATION_RANGE, seed: int = 0):
+    """Representative images for int8 from a folder of any source: ``(images, skipped)``.
+
+    The folder is searched like ``predict`` does (:func:`expand_paths`) and
+    every file is read and checked as ``predict`` reads it
+    (:func:`read_image`: EXIF applied, too small / elongated / unreadable
+    files skipped). Files are taken in a seeded random order until
+    ``n_range[1]`` images are read; ``skipped`` lists ``(path, reason)`` of
+    the files passed over. :class:`CalibrationError` when fewer than
+    ``n_range[0]`` are usable.
+    """
+    low, high = n_range
+    folder = Path(folder)
+    files = [p for p in expand_paths(folder) if p.is_file()]
+    order = np.random.default_rng(seed).permutation(len(files))
+    images, skipped = [], []
+    for i in order:
+        if len(images) >= high:
+            break
+        try:
+            images.append(read_image(files[i], image_size))
+        except ImageReadError as err:
+            skipped.append((str(files[i]), str(err)))
+    if len(images) < low:
+        example = f"; e.g. {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
+        raise CalibrationError(
+            f"--calibration {folder}: {len(images)} usable image(s) of {len(files)} "
+            f"{'/'.join(PREDICT_SUFFIXES)} file(s) ({len(skipped)} refused{example}); "
+            f"int8 calibration needs {low} to {high} images like the ones the model will see."
+        )
+    return np.stack(images), skipped
+
+
 def representative_images(manifest, image_size: int, n: int = 200, split: str = "train", seed: int = 0) -> np.ndarray:
     """Up to ``n`` images of ``split`` (seeded sample, both classes in proportion), uint8."""
     rows = manifest.split(split)
@@ -195,9 +302,17 @@ def _check_model_path(path) -> Path:
             f"Unsupported model file {path}: expected a .keras (Keras) or .tflite (LiteRT) file, "
             f"got suffix {path.suffix or '(none)'!r}."
         )
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"Model file {path} does not exist.")
+    if not path.is_file():
+        raise ValueError(f"Model file {path} is a folder, not a .keras or .tflite file.")
     return path
+
+
+def check_model_path(path) -> Path:
+    """``path`` as a Path if it names an existing ``.keras`` / ``.tflite`` file;
+    else FileNotFoundError or ValueError saying what is accepted. Reads nothing."""
+    return _check_model_path(path)
 
 
 def _as_batch(images, image_size: int) -> np.ndarray:
@@ -222,7 +337,8 @@ class KerasRunner:
 
         self.model = model
         self.path = Path(path) if path is not None else None
-        self.image_size = _input_size(model)
+        _check_keras_outputs(model, self.path)
+        self.image_size = _input_size(model, self.path)
         spec = tf.TensorSpec((None, self.image_size, self.image_size, 3), tf.float32)
         self._call = tf.function(lambda x: model(x, training=False), input_signature=[spec])  # one trace, any batch
 
@@ -245,13 +361,27 @@ class TFLiteRunner:
         from ai_edge_litert.interpreter import Interpreter
 
         self.path = Path(path)
-        self.interpreter = Interpreter(model_path=str(self.path), num_threads=num_threads)
-        self.interpreter.allocate_tensors()
-        self._input = self.interpreter.get_input_details()[0]
-        self._output = self.interpreter.get_output_details()[0]
+        with open(self.path, "rb") as handle:
+            head = handle.read(8)
+        if len(head) < 8 or head[4:8] != b"TFL3":  # the flatbuffer's file identifier
+            raise _damaged(self.path, "no TFLite flatbuffer header: truncated, or another format")
+        try:
+            self.interpreter = Interpreter(model_path=str(self.path), num_threads=num_threads)
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as err:
+            raise _damaged(self.path, err) from err
+        inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
+        problem = _two_class_problem(
+            [tuple(int(s) for s in out.get("shape_signature", out["shape"])) for out in outputs]
+        )
+        if problem:
+            raise _refuse_outputs(self.path, problem)
+        if len(inputs) != 1:
+            raise ModelFileError(f"{self.path}: expected one image input; the model has {len(inputs)} inputs.")
+        self._input, self._output = inputs[0], outputs[0]
         shape = tuple(int(s) for s in self._input["shape"])
         if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 3:
-            raise ValueError(f"{self.path}: expected an input of shape (batch, size, size, 3); got {shape}.")
+            raise ModelFileError(f"{self.path}: expected an input of shape (batch, size, size, 3); got {shape}.")
         self.image_size = shape[1]
         self.input_dtype = np.dtype(self._input["dtype"])
         self.input_quantization = tuple(self._input["quantization"])  # (scale, zero point)
@@ -296,15 +426,14 @@ def load_model(path, num_threads: int | None = None):
     """A runner for a ``.keras`` or ``.tflite`` file: ``.image_size``, ``.predict_logits(images)``.
 
     ``num_threads`` applies to the LiteRT interpreter (default: its own choice).
+    Raises FileNotFoundError for a missing file, ValueError for another
+    suffix and :class:`ModelFileError` for a damaged file or a model that is
+    not a two-class image classifier.
     """
     path = _check_model_path(path)
     if path.suffix.lower() == ".tflite":
         return TFLiteRunner(path, num_threads=num_threads)
-    import keras
-
-    from . import models  # noqa: F401  (registers Preprocess for loading)
-
-    return KerasRunner(keras.saving.load_model(path, compile=False), path)
+    return KerasRunner(_load_keras(path), path)
 
 
 def _runner(model):
@@ -330,6 +459,8 @@ def compare_on_split(keras_model_path, tflite_paths, manifest, split: str = "tes
     probability from Keras) and ``seconds`` (model time for the split).
     """
     import pandas as pd
+
+    from . import evaluation
 
     reference = _runner(keras_model_path)
     runners = [reference, *(_runner(p) for p in ([tflite_paths] if isinstance(tflite_paths, (str, Path)) else tflite_paths))]
@@ -399,12 +530,17 @@ class ImageResult:
 def read_image(path, image_size: int) -> np.ndarray:
     """One file as uint8 ``(size, size, 3)``; ImageReadError (with the reason) if unusable.
 
-    Pillow checks the file first (unknown format, truncated data). JPEG and
-    PNG files of any mode are then read by :func:`kd_utils.data.load_image`
-    itself, the reader of the training pipeline (TensorFlow decodes gray,
-    palette, alpha and 16-bit files to 8-bit RGB); other formats, and the
-    rare JPEG/PNG TensorFlow cannot decode (CMYK), are converted to 8-bit RGB
-    with Pillow and resized the same way.
+    Pillow checks the file first (unknown format, truncated data) and its
+    size as shown (EXIF orientation applied): shorter than
+    :data:`~kd_utils.data.MIN_SIDE` on a side or more elongated than
+    :data:`~kd_utils.data.MAX_ASPECT` is refused, as training excludes it.
+    JPEG and PNG files of any mode stored upright are then read by
+    :func:`kd_utils.data.load_image` itself, the reader of the training
+    pipeline (TensorFlow decodes gray, palette, alpha and 16-bit files to
+    8-bit RGB); files with an EXIF orientation, other formats, and the rare
+    JPEG/PNG TensorFlow cannot decode (CMYK), are converted to upright 8-bit
+    RGB with Pillow (:func:`kd_utils.data.upright_rgb8`, as the manifest
+    builder converts them for training) and resized the same way.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -415,15 +551,18 @@ def read_image(path, image_size: int) -> np.ndarray:
         raise ImageReadError("not a file")
     try:
         with Image.open(path) as image:
-            direct = image.format in ("JPEG", "PNG")
             image.load()  # raises on truncated or corrupt data, which TensorFlow may decode silently
-            rgb = None if direct else np.asarray(data._to_rgb8(image))
+            problem = data.size_problem(*data.shown_size(image))
+            direct = image.format in ("JPEG", "PNG") and data.exif_orientation(image) == 1
+            rgb = None if direct or problem else np.asarray(data.upright_rgb8(image))
     except UnidentifiedImageError:
         raise ImageReadError("not an image (unknown format)") from None
     except Image.DecompressionBombError as err:
         raise ImageReadError(f"image too large: {err}") from None
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageReadError(f"unreadable or truncated image: {err}") from None
+    if problem:
+        raise ImageReadError(f"{problem}: the model was not trained on such images")
     if rgb is None:
         import tensorflow as tf
 
@@ -466,6 +605,8 @@ def predict_paths(paths_or_dirs, model, batch_size: int = 32, threshold: float =
     least ``threshold``. A file that cannot be read gets an ``error`` entry;
     the others still run. Results follow :func:`expand_paths`' order.
     """
+    from . import evaluation
+
     runner = _runner(model)
     results = [ImageResult(str(p)) for p in expand_paths(paths_or_dirs)]
     pending: list[tuple[ImageResult, np.ndarray]] = []
