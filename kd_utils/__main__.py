@@ -24,8 +24,9 @@
 Exit codes: 0 everything done; 1 some inputs failed (``predict``: the others
 are still printed); 2 usage error - a bad option, value, path or environment
 variable (``KD_PROFILE``, ``KD_ARTIFACTS``, ``KD_DATA_DIR``), a damaged or
-unsuitable model, or an earlier step's output missing - said in one line on
-stderr, nothing done; 3 internal error (a traceback is printed: a bug, or a
+unsuitable model, an earlier step's output missing, a run that another
+process is writing or a saved manifest that was damaged - said in one line
+on stderr, nothing done; 3 internal error (a traceback is printed: a bug, or a
 notebook or training run that raised); 130 interrupted (Ctrl-C). Arguments
 and environment are checked before TensorFlow is imported.
 """
@@ -430,6 +431,16 @@ def main(argv=None) -> int:
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception as err:
+        # Run state the user has to sort out (another process writes the run,
+        # a damaged saved manifest): one line, not a traceback.
+        from .data import DataError
+        from .storage import RunLockedError
+
+        if isinstance(err, (RunLockedError, DataError)):
+            print(f"error: {err}", file=sys.stderr)
+            return EXIT_USAGE
+        raise
 
 
 def entry(argv=None) -> int:

@@ -417,6 +417,10 @@ def test_export_refuses_a_damaged_or_non_two_class_model(models, tmp_path, capsy
 @pytest.mark.parametrize("raised, code, words", [
     (RuntimeError("boom"), 3, ["Traceback", "RuntimeError: boom", "internal error"]),
     (KeyboardInterrupt(), 130, ["interrupted"]),
+    (__import__("kd_utils.storage").storage.RunLockedError("/a/run is being written by pid 42 on host h"), 2,
+     ["error: /a/run is being written by pid 42"]),
+    (__import__("kd_utils.data").data.DataError("manifest.csv does not match its manifest.json"), 2,
+     ["error: manifest.csv does not match"]),
 ])
 def test_entry_point_exit_codes_for_bugs_and_ctrl_c(monkeypatch, capsys, raised, code, words):
     import kd_utils.__main__ as cli
