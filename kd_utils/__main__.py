@@ -1,6 +1,6 @@
 """Command line.
 
-``python -m kd_utils reproduce [--profile paper|cpu|smoke] [--only 01 02 ...]``
+``python -m kd_utils reproduce [--profile paper|cpu|smoke] [--only 01 02 ...] [--seeds 10 11] [--mixed-precision]``
     Runs the notebooks in order with papermill; executed copies, tables
     (markdown + CSV) and figures (PNG) go to ``results/<profile>/``.
     ``--only`` takes notebook prefixes (``01`` ... ``07``); an unknown prefix
@@ -168,38 +168,17 @@ def _check_calibration(folder: str, wanted: list[str]) -> Path:
 # --------------------------------------------------------------------------- commands
 
 
-def auto_profile() -> tuple[str, str]:
-    """``(profile, reason)``: paper with a GPU and the real data, else cpu."""
-    from . import config
-
-    if os.environ.get("KD_PROFILE"):
-        return os.environ["KD_PROFILE"], "set by KD_PROFILE"
-    import tensorflow as tf
-
-    gpu = bool(tf.config.list_physical_devices("GPU"))
-    real = [
-        config.data_dir() / "melanoma_cancer_dataset",
-        config.data_dir() / "isic" / "metadata.csv",
-    ]
-    found = [p for p in real if p.exists()]
-    if gpu and found:
-        return "paper", f"a GPU and the real dataset ({found[0]}) are present"
-    missing = [] if gpu else ["no GPU"]
-    if not found:
-        missing.append(f"no real dataset in {real[0]} or {real[1].parent}")
-    return "cpu", ", ".join(missing) + " (see data/README.md)"
-
-
-def reproduce(profile_name: str | None, only: list[str] | None = None) -> int:
+def reproduce(profile_name: str | None, only: list[str] | None = None, seeds: list[int] | None = None,
+              mixed_precision: bool = False) -> int:
     from . import config
 
     books = select_notebooks(only)
     import papermill
 
     if profile_name is None:
-        profile_name, why = auto_profile()
+        profile_name, why = config.auto_profile()
         print(f"Profile {profile_name}: {why}.")
-    profile = config.get_profile(profile_name)
+    profile = config.notebook_profile(profile_name, tuple(seeds or ()), mixed_precision)
     out_dir = config.results_dir(profile) / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -209,7 +188,8 @@ def reproduce(profile_name: str | None, only: list[str] | None = None) -> int:
         papermill.execute_notebook(
             str(book),
             str(out_dir / book.name),
-            parameters={"PROFILE": profile.name},
+            parameters={"PROFILE": profile.name, "SEEDS": ",".join(map(str, seeds or ())),
+                        "MIXED_PRECISION": bool(mixed_precision)},
             cwd=str(book.parent),
             progress_bar=sys.stderr.isatty(),
         )
@@ -353,6 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--profile", choices=profiles, default=None,
                      help="default: $KD_PROFILE, else paper with a GPU and the real data, else cpu")
     rep.add_argument("--only", nargs="*", metavar="PREFIX", help="notebook prefixes to run, e.g. 01 02")
+    rep.add_argument("--seeds", nargs="+", type=_count(0), metavar="SEED",
+                     help="student seeds instead of the profile's, e.g. --seeds 10 (fewer runs)")
+    rep.add_argument("--mixed-precision", action="store_true",
+                     help="float16 compute on a GPU (recorded in every run; ignored on a CPU)")
     quick = sub.add_parser("quickstart", help="data, teacher and distilled DSNet; prints test metrics")
     quick.add_argument("--profile", choices=profiles, default=None, help="default: $KD_PROFILE or cpu")
     quick.add_argument("--teacher-epochs", type=_count(1), default=None)
@@ -401,7 +385,7 @@ def _run(args) -> int:
         select_notebooks(args.only)
         if importlib.util.find_spec("papermill") is None:
             raise UsageError("reproduce needs papermill: pip install -e '.[notebooks]' (or pip install papermill)")
-        return reproduce(args.profile, args.only)
+        return reproduce(args.profile, args.only, args.seeds, args.mixed_precision)
     if args.command == "export":
         return export(args.model, args.quantize, args.profile, args.out, args.calibration)
     if args.command == "predict":

@@ -16,6 +16,8 @@ Environment variables (read when a profile is resolved, never at import):
   (default ``<repo>/data``).
 * ``KD_ARTIFACTS`` - where models, logs and records go
   (default ``<repo>/artifacts``); on Colab this may point at Drive.
+* ``KD_RESULTS``   - where tables, figures and executed notebooks go
+  (default ``<repo>/results``).
 * ``KD_ROOT``      - the project checkout, when the package is installed
   from it non-editably (Colab); see :func:`repo_root`.
 
@@ -196,6 +198,41 @@ def get_profile(name: str | None = None, **overrides) -> Profile:
     return profile.replace(**overrides) if overrides else profile
 
 
+def auto_profile() -> tuple[str, str]:
+    """``(profile name, reason)``: ``$KD_PROFILE`` when set, else ``paper`` with
+    a GPU and the real dataset, else ``cpu``. The command line and the
+    notebooks (``PROFILE = "auto"``) choose alike."""
+    if os.environ.get("KD_PROFILE"):
+        return os.environ["KD_PROFILE"], "set by KD_PROFILE"
+    import tensorflow as tf
+
+    gpu = bool(tf.config.list_physical_devices("GPU"))
+    real = [data_dir() / "melanoma_cancer_dataset", data_dir() / "isic" / "metadata.csv"]
+    found = [p for p in real if p.exists()]
+    if gpu and found:
+        return "paper", f"a GPU and the real dataset ({found[0]}) are present"
+    missing = [] if gpu else ["no GPU"]
+    if not found:
+        missing.append(f"no real dataset in {real[0]} or {real[1].parent}")
+    return "cpu", ", ".join(missing) + " (see data/README.md)"
+
+
+def notebook_profile(name: str | None = "auto", seeds: str | tuple = "", mixed_precision: bool = False) -> Profile:
+    """The profile a notebook's parameters cell asks for: ``"auto"`` (or None)
+    chooses as :func:`auto_profile` and prints why; ``seeds`` ("10,11" or a
+    tuple; empty: the profile's) and ``mixed_precision`` override the profile."""
+    if name in (None, "", "auto"):
+        name, why = auto_profile()
+        print(f"profile {name}: {why}")
+    overrides = {}
+    if seeds:
+        parts = seeds.split(",") if isinstance(seeds, str) else seeds
+        overrides["seeds"] = tuple(int(s) for s in parts if str(s).strip())
+    if mixed_precision:
+        overrides["mixed_precision"] = True
+    return get_profile(name, **overrides)
+
+
 def _resolve(value: str | os.PathLike | None, default: Path) -> Path:
     if not value:
         return default
@@ -218,6 +255,7 @@ def artifacts_dir(profile: Profile | str | None = None) -> Path:
 
 
 def results_dir(profile: Profile | str) -> Path:
-    """``<repo>/results/<profile>``: the tables and figures a profile produced."""
+    """``$KD_RESULTS/<profile>`` (default ``<repo>/results/<profile>``): the
+    tables and figures a profile produced (on Colab with Drive: on Drive)."""
     name = profile if isinstance(profile, str) else profile.name
-    return repo_root() / "results" / name
+    return _resolve(os.environ.get("KD_RESULTS"), repo_root() / "results") / name

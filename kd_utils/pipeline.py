@@ -384,10 +384,40 @@ def distill_student(
                           None if c["alpha"] >= 1.0 else teacher_id)
 
 
-def repeat(profile, manifest, teacher, student="DSNet", *, seeds=None, verbose=0, **options) -> list[dict]:
-    """:func:`distill_student` once per seed of the profile; the records, in seed order."""
-    return [distill_student(profile, manifest, teacher, student, seed=s, verbose=verbose, **options)[1]
-            for s in (profile.seeds if seeds is None else seeds)]
+class Progress:
+    """One printed line per finished run of a long cell: what it was, its
+    accuracy, its time, how many runs are left and about how long they take."""
+
+    def __init__(self, total: int):
+        self.total, self.done, self.start = int(total), 0, time.perf_counter()
+
+    def report(self, record: dict, seconds: float) -> None:
+        self.done += 1
+        c, test = record["config"], record["test"]
+        what = c["model"] + ("" if c.get("temperature") is None else f", T={c['temperature']:g}")
+        what += "" if c["alpha"] >= 1.0 else f", alpha={c['alpha']:g}"
+        what += ", T^2" if c.get("scale_by_t2") else ""
+        what += ", KL" if c.get("soft_loss") == "kl" else ""
+        left = max(self.total - self.done, 0)
+        eta = (time.perf_counter() - self.start) / self.done * left
+        print(f"[{self.done}/{self.total}] {what}, batch {c['batch_size']}, seed {c['seed']}: "
+              f"test acc {test['accuracy']:.3f} (val {record['best_val_accuracy']:.3f}), {seconds:.0f} s; "
+              f"{left} run(s) left, about {eta / 60:.0f} min", flush=True)
+
+
+def repeat(profile, manifest, teacher, student="DSNet", *, seeds=None, verbose=0, progress: Progress | None = None,
+           **options) -> list[dict]:
+    """:func:`distill_student` once per seed of the profile; the records, in seed order.
+
+    Prints one line per run (``progress`` shares the count with other calls of a cell)."""
+    seeds = profile.seeds if seeds is None else seeds
+    progress = progress or Progress(len(seeds))
+    records = []
+    for s in seeds:
+        start = time.perf_counter()
+        records.append(distill_student(profile, manifest, teacher, student, seed=s, verbose=verbose, **options)[1])
+        progress.report(records[-1], time.perf_counter() - start)
+    return records
 
 
 def summary_line(name: str, record: dict) -> str:
@@ -464,21 +494,20 @@ def load_teacher(profile: config.Profile, manifest: data.Manifest | None = None)
 
 
 def sweep(profile, manifest, teacher, *, temperatures=None, batch_sizes=None, alphas=None, student="DSNet",
-          temperature=None, alpha=None, verbose=0):
+          temperature=None, alpha=None, verbose=0, **options):
     """DSNet for each temperature (Table 1), batch size (Table 6) or alpha, every seed.
 
     Returns ``{value: [record per seed]}``; each run is skipped when already
     done. ``temperature`` / ``alpha`` fix the other knob (default: the profile's).
     """
+    plan = [("temperature", float(t)) for t in temperatures or ()]
+    plan += [("batch_size", int(b)) for b in batch_sizes or ()]
+    plan += [("alpha", float(a)) for a in alphas or ()]
+    progress = Progress(len(plan) * len(profile.seeds))
     records = {}
-    for t in temperatures or ():
-        records[float(t)] = repeat(profile, manifest, teacher, student, temperature=t, alpha=alpha, verbose=verbose)
-    for b in batch_sizes or ():
-        records[int(b)] = repeat(profile, manifest, teacher, student, batch_size=b, temperature=temperature,
-                                 alpha=alpha, verbose=verbose)
-    for a in alphas or ():
-        records[float(a)] = repeat(profile, manifest, teacher, student, alpha=a, temperature=temperature,
-                                   verbose=verbose)
+    for knob, value in plan:
+        settings = {"temperature": temperature, "alpha": alpha, **options, knob: value}
+        records[value] = repeat(profile, manifest, teacher, student, verbose=verbose, progress=progress, **settings)
     return records
 
 
@@ -496,19 +525,68 @@ def choose_on_validation(records: dict):
     return max(keys, key=lambda k: (mean_val_accuracy(records[k]), -keys.index(k)))
 
 
-def save_choice(profile: config.Profile, name: str, value) -> Path:
+def _choice_basis(profile, manifest, teacher=None) -> dict:
+    """What a choice on validation depends on: the teacher (default the
+    profile's teacher run) and the data."""
+    key = teacher_key(teacher) if teacher is not None else _teacher_run(profile, manifest.content_hash)[0]
+    return {"teacher": key, "manifest": manifest.content_hash}
+
+
+def save_choice(profile: config.Profile, name: str, value, basis: dict | None = None) -> Path:
     return storage.write_json(config.artifacts_dir(profile) / f"chosen_{name}.json",
-                              {name: value, "chosen_on": "mean validation accuracy over seeds"})
+                              {name: value, "chosen_on": "mean validation accuracy over seeds", "basis": basis})
 
 
-def load_choice(profile: config.Profile, name: str, notebook: str = "04_temperature_sweep"):
+def load_choice(profile: config.Profile, name: str, notebook: str = "04_temperature_sweep", basis=None):
+    """A value chosen on validation; a choice made for another teacher or data counts as missing."""
     path = _require(config.artifacts_dir(profile) / f"chosen_{name}.json", notebook, profile)
-    return reporting.load_record(path)[name]
+    saved = reporting.load_record(path)
+    if basis is not None and saved.get("basis") not in (None, basis):
+        raise MissingStepError(f"{path} was chosen for another teacher or data set: run notebooks/{notebook}.ipynb "
+                               f"again with profile {profile.name!r}.")
+    return saved[name]
 
 
-def chosen_settings(profile: config.Profile) -> dict:
-    """``{"temperature": T, "alpha": alpha}`` chosen on validation by notebook 04."""
-    return {"temperature": load_choice(profile, "temperature"), "alpha": load_choice(profile, "alpha")}
+def chosen_settings(profile: config.Profile, manifest=None, teacher=None) -> dict:
+    """``{"temperature": T, "alpha": alpha}`` chosen on validation by notebook 04
+    (for ``teacher`` and ``manifest``, default the profile's)."""
+    basis = _choice_basis(profile, manifest or load_manifest(profile), teacher)
+    return {name: load_choice(profile, name, basis=basis) for name in ("temperature", "alpha")}
+
+
+def choose_settings(profile: config.Profile, manifest, teacher, verbose: int = 0) -> dict:
+    """Notebook 04's choice: T over the profile's temperatures at its alpha,
+    then alpha over its alphas at that T, each by mean validation accuracy over
+    seeds (the test split plays no part). Saved for the later notebooks.
+    Returns the choice and the sweeps' records (``by_temperature``, ``by_alpha``)."""
+    basis = _choice_basis(profile, manifest, teacher)
+    by_temperature = sweep(profile, manifest, teacher, temperatures=profile.temperatures, verbose=verbose)
+    temperature = choose_on_validation(by_temperature)
+    save_choice(profile, "temperature", temperature, basis)
+    by_alpha = sweep(profile, manifest, teacher, alphas=profile.alphas, temperature=temperature, verbose=verbose)
+    alpha = choose_on_validation(by_alpha)
+    save_choice(profile, "alpha", alpha, basis)
+    return {"temperature": temperature, "alpha": alpha, "by_temperature": by_temperature, "by_alpha": by_alpha}
+
+
+def settings_for(profile: config.Profile, manifest, teacher) -> dict:
+    """The T and alpha chosen on validation for this teacher and data; when
+    notebook 04 has not chosen them yet, its sweep runs now (skip-if-done)."""
+    try:
+        return chosen_settings(profile, manifest, teacher)
+    except MissingStepError:
+        print("No T and alpha chosen yet for this teacher and data: running the sweep of notebook 04 now.")
+        chosen = choose_settings(profile, manifest, teacher)
+        return {"temperature": chosen["temperature"], "alpha": chosen["alpha"]}
+
+
+def data_and_teacher(profile: config.Profile, verbose: int = 2):
+    """``(manifest, teacher, teacher_record)`` for the notebooks from 02 on:
+    loaded when notebooks 01 and 02 made them (here or on Drive), built now
+    when they are missing, so any notebook runs alone on a fresh machine."""
+    manifest = prepare_data(profile)
+    teacher, record = train_teacher(profile, manifest, verbose=verbose)
+    return manifest, teacher, record
 
 
 def _student_of_profile(profile, manifest, student="DSNet", teacher=None, **settings):
@@ -535,8 +613,8 @@ def final_student_path(profile: config.Profile, student: str = "DSNet", *, manif
     chosen on validation (notebook 04) and, of its seeds, the one with the
     best validation accuracy (distilled from ``teacher``, default the profile's
     teacher run, on ``manifest``, default the profile's)."""
-    chosen = chosen_settings(profile)
     manifest = manifest or load_manifest(profile)
+    chosen = chosen_settings(profile, manifest, teacher)
     records = {}
     for seed in profile.seeds:
         key, run_dir, _ = _student_of_profile(profile, manifest, student, teacher, seed=seed, **chosen)

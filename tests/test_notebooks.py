@@ -40,10 +40,14 @@ def test_notebook_structure(path):
     nb = load(path)
     cells = code_cells(nb)
     assert cells[0]["metadata"].get("tags") == ["parameters"]
-    assert "PROFILE = None" in "".join(cells[0]["source"])
+    params = "".join(cells[0]["source"])
+    for form_field in ('PROFILE = "auto"  #@param', "USE_DRIVE = False  #@param", 'SEEDS = ""  #@param',
+                       "MIXED_PRECISION = False  #@param"):
+        assert form_field in params
     setup = "".join(cells[1]["source"])
     assert f'REPO_URL = "{config.REPO_URL}"' in setup  # the URL lives in config.REPO_URL
     assert '"pip", "install"' in setup and "-e" not in setup.split("pip")[1].split("\n")[0]
+    assert "your fork's URL" in setup and "config.notebook_profile(PROFILE, SEEDS, MIXED_PRECISION)" in setup
     assert nb["metadata"]["accelerator"] == "GPU"
     assert f"colab.research.google.com/github/{config.REPO_URL.split('github.com/')[1]}/blob/main/notebooks/{path.name}" in "".join(nb["cells"][0]["source"])
     for cell in cells:

@@ -184,3 +184,31 @@ def test_mixed_precision_scope_trains_in_float16_and_restores_the_policy():
     assert isinstance(distiller.optimizer, keras.optimizers.LossScaleOptimizer)
     history = distiller.fit(images, labels, batch_size=8, epochs=2, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
+
+
+def test_notebook_parameters_choose_the_profile_and_override_seeds(monkeypatch, capsys):
+    monkeypatch.setenv("KD_PROFILE", "smoke")
+    profile = config.notebook_profile("auto", "10, 12", True)
+    assert profile.name == "smoke" and profile.seeds == (10, 12) and profile.mixed_precision is True
+    assert "profile smoke: set by KD_PROFILE" in capsys.readouterr().out
+    assert config.notebook_profile("cpu").seeds == config.get_profile("cpu").seeds
+    with pytest.raises(ValueError, match="Unknown profile 'bogus'"):
+        config.notebook_profile("bogus")
+
+
+def test_a_later_notebook_alone_makes_the_choice_it_needs(tiny, artifacts, capsys):
+    """settings_for runs notebook 04's sweep when no choice exists for this teacher,
+    and a choice made for another teacher does not count."""
+    profile, manifest, teacher = tiny
+    profile = profile.replace(temperatures=(3.0, 10.0), alphas=(0.1, 0.5), seeds=(1,), student_epochs=1)
+    chosen = pipeline.settings_for(profile, manifest, teacher)
+    out = capsys.readouterr().out
+    assert "running the sweep of notebook 04 now" in out
+    assert chosen["temperature"] in (3.0, 10.0) and chosen["alpha"] in (0.1, 0.5)
+    assert out.count("test acc") == 4 and "[2/2]" in out and "run(s) left" in out  # one progress line per run
+    assert pipeline.settings_for(profile, manifest, teacher) == chosen  # saved: no sweep the second time
+    assert "running the sweep" not in capsys.readouterr().out
+    keras.utils.set_random_seed(5)
+    other = models.build_dsnet(32)
+    with pytest.raises(pipeline.MissingStepError, match="another teacher"):
+        pipeline.chosen_settings(profile, manifest, other)
