@@ -480,6 +480,10 @@ class Manifest:
         if saved_counts is not None and counts != saved_counts:
             raise DataError(f"{folder / 'manifest.csv'} counts {counts} differ from the saved {saved_counts}: {rebuild}.")
         _check_splits(manifest)
+        missing = [p for p in frame.path if not os.path.isfile(p)]
+        if missing:  # e.g. a manifest on Drive, its images on another machine's local disk
+            raise DataError(f"{len(missing)} of the {len(frame)} images in {folder / 'manifest.csv'} are not on this "
+                            f"machine (e.g. {missing[0]}): {rebuild}.")
         manifest.info["content_hash"] = expected
         return manifest
 

@@ -160,7 +160,7 @@ def saved_manifest(tmp_path):
     return profile, manifest, config.artifacts_dir(profile) / "data"
 
 
-@pytest.mark.parametrize("damage", ["edited label", "cut short", "no content hash"])
+@pytest.mark.parametrize("damage", ["edited label", "cut short", "no content hash", "images elsewhere"])
 def test_a_damaged_manifest_is_refused_on_load_and_rebuilt_by_prepare_data(saved_manifest, capsys, damage):
     profile, manifest, folder = saved_manifest
     csv = folder / "manifest.csv"
@@ -170,6 +170,10 @@ def test_a_damaged_manifest_is_refused_on_load_and_rebuilt_by_prepare_data(saved
         frame.to_csv(csv, index=False)
     elif damage == "cut short":
         csv.write_text("\n".join(csv.read_text().splitlines()[:10]) + "\n")
+    elif damage == "images elsewhere":  # a fresh machine: the manifest (on Drive) outlived the local images
+        import shutil
+
+        shutil.rmtree(config.data_dir())
     else:
         info = json.loads((folder / "manifest.json").read_text())
         del info["content_hash"]
