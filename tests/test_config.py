@@ -51,3 +51,13 @@ def test_an_installed_copy_finds_the_checkout_through_kd_root(monkeypatch, tmp_p
     assert config.sample_dir() == tmp_path.resolve() / "data" / "sample"
     monkeypatch.delenv("KD_ARTIFACTS")
     assert config.artifacts_dir("paper") == tmp_path.resolve() / "artifacts" / "paper"
+
+
+def test_profiles_list_their_large_students_and_refuse_unknown_ones():
+    assert config.get_profile("paper").students == config.PRETRAINED_STUDENTS
+    assert config.get_profile("cpu").students == config.PRETRAINED_STUDENTS
+    assert set(config.get_profile("smoke").students) == {"MobileNet", "EfficientNetB0"}
+    with pytest.raises(ValueError, match="EfficientNetB0 among them"):
+        config.get_profile("cpu", students=("VGG16",))
+    with pytest.raises(ValueError, match="got ResNet18, EfficientNetB0"):
+        config.get_profile("cpu", students=("ResNet18", "EfficientNetB0"))
