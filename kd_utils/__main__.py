@@ -262,7 +262,9 @@ def export(model_arg: str, quantizations: list[str], profile_name: str | None, o
         deploy.export_tflite(reference.model, target, quantize, representative)
         print(f"wrote {target} ({quantize}, {target.stat().st_size / 1e6:.2f} MB) in {time.perf_counter() - t0:.1f} s")
     print(f"Keras model {keras_path}: {keras_path.stat().st_size / 1e6:.2f} MB")
+    from .model_card import write_for_export  # MODEL_CARD.md next to the exported files
     if manifest is None:
+        print(f"wrote {write_for_export(reference.model, keras_path, targets.values(), profile)}")
         return EXIT_OK
     table = deploy.compare_on_split(reference, list(targets.values()), manifest, "test")
     table["size_mb"] = table.size_bytes / 1e6
@@ -270,6 +272,7 @@ def export(model_arg: str, quantizations: list[str], profile_name: str | None, o
     print(f"\nTest split of profile {profile.name} ({table.n.iloc[0]} images); "
           "accuracy_loss = Keras accuracy minus this model's:")
     print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(f"wrote {write_for_export(reference.model, keras_path, targets.values(), profile, manifest, table)}")
     return EXIT_OK
 
 

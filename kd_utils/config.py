@@ -13,17 +13,25 @@ Environment variables (read when a profile is resolved, never at import):
 
 * ``KD_PROFILE``   - default profile name (``paper``, ``cpu`` or ``smoke``).
 * ``KD_DATA_DIR``  - where datasets are downloaded / generated
-  (default ``<repo>/data``).
+  (default ``<root>/data``).
 * ``KD_ARTIFACTS`` - where models, logs and records go
+<<<<<<< HEAD
   (default ``<repo>/artifacts``); on Colab this may point at Drive.
 * ``KD_RESULTS``   - where tables, figures and executed notebooks go
   (default ``<repo>/results``).
 * ``KD_ROOT``      - the project checkout, when the package is installed
   from it non-editably (Colab); see :func:`repo_root`.
+=======
+  (default ``<root>/artifacts``); on Colab this may point at Drive.
+* ``KD_ROOT``      - the project folder, e.g. the checkout when the package
+  is installed from it non-editably (Colab); see :func:`repo_root`.
+>>>>>>> issue13
 
-Relative paths are resolved from the repository root, not from the working
-directory, so notebooks (which run inside ``notebooks/``) and the command
-line see the same folders.
+``<root>`` is :func:`repo_root`: the checkout when there is one, else
+``./kd-melanoma/`` in the working directory - never the installed package's
+folder and never ``notebooks/``. Relative paths in the variables are
+resolved from it, not from the working directory, so notebooks (which run
+inside ``notebooks/``) and the command line see the same folders.
 """
 
 from __future__ import annotations
@@ -37,18 +45,63 @@ from pathlib import Path
 REPO_URL = "https://github.com/kd-melanoma/kd-melanoma"
 
 
+#: Where data, artifacts and results go when there is no checkout (a plain
+#: ``pip install``) and no ``KD_ROOT``: this folder in the working directory.
+INSTALLED_ROOT_NAME = "kd-melanoma"
+
+
+def _is_checkout(folder: Path) -> bool:
+    """A clone of this project: its ``pyproject.toml`` names it and ``kd_utils/`` is there."""
+    project = folder / "pyproject.toml"
+    if not (project.is_file() and (folder / "kd_utils").is_dir()):
+        return False
+    try:
+        return 'name = "kd-melanoma"' in project.read_text()
+    except OSError:
+        return False
+
+
 def repo_root() -> Path:
-    """The project checkout: ``$KD_ROOT``, else the folder this package sits in
-    when that is a checkout (editable install), else the working directory."""
+    """The project folder, which holds ``data/``, ``artifacts/`` and ``results/``.
+
+    In order: ``$KD_ROOT``; the checkout this package sits in (run from a
+    clone, or an editable install); the checkout the working directory lies
+    in (an installed copy used from inside a clone, e.g. from its
+    ``notebooks/``); else ``./kd-melanoma`` in the working directory (a plain
+    ``pip install`` without a clone). Nothing is created here: the folders
+    appear when something is written to them.
+    """
     if os.environ.get("KD_ROOT"):
         return Path(os.environ["KD_ROOT"]).expanduser().resolve()
     here = Path(__file__).resolve().parent.parent
-    return here if (here / "pyproject.toml").is_file() else Path.cwd()
+    if _is_checkout(here):
+        return here
+    cwd = Path.cwd().resolve()
+    for folder in (cwd, *cwd.parents):
+        if _is_checkout(folder):
+            return folder
+    return cwd / INSTALLED_ROOT_NAME
+
+
+def installed_sample_dir() -> Path:
+    """Where a wheel puts the sample: ``kd_utils/sample`` (pyproject's ``package-dir``)."""
+    return Path(__file__).resolve().parent / "sample"
 
 
 def sample_dir() -> Path:
-    """The bundled 24-image CC0 ISIC sample."""
-    return repo_root() / "data" / "sample"
+    """The bundled 24-image CC0 ISIC sample: the checkout's ``data/sample``,
+    else the copy installed with the package; an error that says so otherwise."""
+    in_root = repo_root() / "data" / "sample"
+    for folder in (in_root, installed_sample_dir()):
+        if (folder / "labels.csv").is_file():
+            return folder
+    raise FileNotFoundError(
+        f"The 24-image sample is neither in {in_root} nor installed with the package "
+        f"({installed_sample_dir()}): this installation of kd_utils does not carry data/sample. "
+        f"Install kd-melanoma from a wheel or clone of {REPO_URL} (both carry it), or set KD_ROOT "
+        "to a clone."
+    )
+
 
 PROFILE_NAMES = ("paper", "cpu", "smoke")
 
@@ -256,7 +309,7 @@ def data_dir() -> Path:
 
 
 def artifacts_dir(profile: Profile | str | None = None) -> Path:
-    """``$KD_ARTIFACTS/<profile>`` (default ``<repo>/artifacts/<profile>``)."""
+    """``$KD_ARTIFACTS/<profile>`` (default ``<root>/artifacts/<profile>``)."""
     root = _resolve(os.environ.get("KD_ARTIFACTS"), repo_root() / "artifacts")
     if profile is None:
         return root
@@ -265,7 +318,11 @@ def artifacts_dir(profile: Profile | str | None = None) -> Path:
 
 
 def results_dir(profile: Profile | str) -> Path:
+<<<<<<< HEAD
     """``$KD_RESULTS/<profile>`` (default ``<repo>/results/<profile>``): the
     tables and figures a profile produced (on Colab with Drive: on Drive)."""
+=======
+    """``<root>/results/<profile>``: the tables and figures a profile produced."""
+>>>>>>> issue13
     name = profile if isinstance(profile, str) else profile.name
     return _resolve(os.environ.get("KD_RESULTS"), repo_root() / "results") / name

@@ -1,11 +1,13 @@
 """Predictions with timing and the paper's metrics, from probabilities.
 
-Malignant (class 1) is the positive class. The metrics are computed here with
-NumPy (the tests check them against scikit-learn) so that a record holds
-exactly what the tables print: accuracy, per-class precision / recall / F1,
-the confusion matrix, ROC curves and AUC from the predicted probabilities
-(not from argmax labels), the wall time to predict the whole test set and
-the parameter count.
+Malignant (class 1) is the positive class. A record holds exactly what the
+tables print: accuracy, per-class precision / recall / F1, the confusion
+matrix, ROC curves and AUC from the predicted probabilities (not from argmax
+labels), the wall time to predict the whole test set and the parameter
+count. The metrics themselves come from scikit-learn; the functions here fix
+the conventions (two classes always present in the matrix, undefined
+precision reported as 0, every threshold kept on the ROC curve) and refuse
+input that would silently give a wrong table.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import dataclasses
 import time
 
 import numpy as np
+from sklearn import metrics as skm
 
 from .distillation import split_inputs
 from .models import CLASS_NAMES, count_params
@@ -28,37 +31,31 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 
 def confusion_matrix(y_true, y_pred, num_classes: int = 2) -> np.ndarray:
-    """Rows: true class, columns: predicted class."""
+    """Rows: true class, columns: predicted class (every class, even if absent)."""
     y_true = np.asarray(y_true, dtype=np.int64)
     y_pred = np.asarray(y_pred, dtype=np.int64)
     if y_true.shape != y_pred.shape:
         raise ValueError(f"y_true and y_pred differ in shape: {y_true.shape} vs {y_pred.shape}.")
-    if y_true.size and (min(y_true.min(), y_pred.min()) < 0 or max(y_true.max(), y_pred.max()) >= num_classes):
+    if not y_true.size:
+        return np.zeros((num_classes, num_classes), dtype=np.int64)
+    if min(y_true.min(), y_pred.min()) < 0 or max(y_true.max(), y_pred.max()) >= num_classes:
         raise ValueError(f"Labels must lie in 0..{num_classes - 1}.")
-    return np.bincount(y_true * num_classes + y_pred, minlength=num_classes**2).reshape(
-        num_classes, num_classes
-    )
-
-
-def _safe_divide(a, b):
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    return np.divide(a, b, out=np.zeros_like(a), where=b != 0)
+    return skm.confusion_matrix(y_true, y_pred, labels=np.arange(num_classes)).astype(np.int64)
 
 
 def per_class_report(y_true, y_pred, class_names=CLASS_NAMES) -> dict[str, dict[str, float]]:
     """Precision, recall, F1 and support of each class (0 where undefined)."""
-    cm = confusion_matrix(y_true, y_pred, len(class_names))
-    tp = np.diag(cm)
-    precision = _safe_divide(tp, cm.sum(axis=0))
-    recall = _safe_divide(tp, cm.sum(axis=1))
-    f1 = _safe_divide(2 * precision * recall, precision + recall)
+    confusion_matrix(y_true, y_pred, len(class_names))  # the same checks on the labels
+    precision, recall, f1, support = skm.precision_recall_fscore_support(
+        np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64),
+        labels=np.arange(len(class_names)), zero_division=0,
+    )
     return {
         name: {
             "precision": float(precision[i]),
             "recall": float(recall[i]),
             "f1": float(f1[i]),
-            "support": int(cm[i].sum()),
+            "support": int(support[i]),
         }
         for i, name in enumerate(class_names)
     }
@@ -68,32 +65,22 @@ def roc_curve(y_true, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """False/true positive rates at every distinct score threshold.
 
     ``y_true`` is 1 for positives. Thresholds run from +inf down, so the curve
-    starts at (0, 0) and ends at (1, 1); tied scores form one point.
+    starts at (0, 0) and ends at (1, 1); tied scores form one point; no point
+    is dropped (``drop_intermediate=False``), so every seed's curve is drawn
+    from the same kind of points.
     """
     y_true = np.asarray(y_true).astype(bool)
     scores = np.asarray(scores, dtype=np.float64)
     if y_true.shape != scores.shape or y_true.ndim != 1:
         raise ValueError("roc_curve expects two 1-D arrays of the same length.")
-    n_pos = int(y_true.sum())
-    n_neg = y_true.size - n_pos
-    if n_pos == 0 or n_neg == 0:
+    if y_true.all() or not y_true.any():
         raise ValueError("ROC needs both classes in y_true; found only one.")
-    order = np.argsort(-scores, kind="mergesort")
-    scores, y_true = scores[order], y_true[order]
-    last_of_tie = np.r_[np.flatnonzero(np.diff(scores)), y_true.size - 1]
-    tps = np.cumsum(y_true)[last_of_tie]
-    fps = (last_of_tie + 1) - tps
-    fpr = np.r_[0.0, fps / n_neg]
-    tpr = np.r_[0.0, tps / n_pos]
-    thresholds = np.r_[np.inf, scores[last_of_tie]]
-    return fpr, tpr, thresholds
+    return skm.roc_curve(y_true.astype(np.int64), scores, pos_label=1, drop_intermediate=False)
 
 
 def auc(fpr, tpr) -> float:
     """Area under a curve by the trapezoidal rule."""
-    fpr = np.asarray(fpr, dtype=np.float64)
-    tpr = np.asarray(tpr, dtype=np.float64)
-    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))
+    return float(skm.auc(np.asarray(fpr, dtype=np.float64), np.asarray(tpr, dtype=np.float64)))
 
 
 @dataclasses.dataclass

@@ -1,4 +1,5 @@
-"""Figures 5-8 of the paper and training curves (matplotlib, no state kept)."""
+"""Figures 5-8 of the paper, training curves, confusion matrices and the
+figures beyond the paper (matplotlib, no state kept)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from PIL import Image
 
-from .evaluation import softmax
+from .evaluation import confusion_matrix, softmax
 from .models import CLASS_NAMES
 
 
@@ -81,6 +82,49 @@ def roc_curves(records: dict, title: str):
         ax.set_ylabel("true positive rate")
         ax.set_title(name)
         ax.legend(loc="lower right")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _counts(value) -> np.ndarray:
+    """Confusion counts from a test record, a list of them (summed) or ``(labels, predicted)``."""
+    if isinstance(value, tuple):
+        labels, predicted = value
+        return confusion_matrix(labels, predicted, len(CLASS_NAMES))
+    if isinstance(value, list):
+        if not value:
+            raise ValueError("An empty list of test records has no confusion matrix.")
+        return np.sum([_counts(v) for v in value], axis=0)
+    return np.asarray(value["confusion_matrix"], dtype=np.int64)
+
+
+def confusion_matrices(named: dict, title: str):
+    """One confusion matrix per named model: rows the true class, columns the
+    predicted class (``evaluation.confusion_matrix``, i.e. scikit-learn's).
+
+    A value is a test record (its ``confusion_matrix``), a list of test
+    records (one per seed: the counts are summed, and the title says so) or
+    ``(labels, predicted)``. Each cell shows its count and its share of the
+    true class (the row), which is also its colour: the diagonal holds the
+    recall of each class.
+    """
+    fig, axes = plt.subplots(1, len(named), figsize=(3.8 * len(named), 3.6), squeeze=False)
+    for ax, (name, value) in zip(axes.ravel(), named.items()):
+        counts = _counts(value)
+        totals = counts.sum(axis=1, keepdims=True)
+        share = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
+        ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+        for (i, j), n in np.ndenumerate(counts):
+            ax.text(j, i, f"{n:d}\n{share[i, j]:.1%}", ha="center", va="center",
+                    color="white" if share[i, j] > 0.5 else "black")
+        ticks = np.arange(len(CLASS_NAMES))
+        ax.set_xticks(ticks, CLASS_NAMES)
+        ax.set_yticks(ticks, CLASS_NAMES)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        seeds = f", {len(value)} seeds summed" if isinstance(value, list) and len(value) > 1 else ""
+        ax.set_title(f"{name} ({int(counts.sum())} predictions{seeds})", fontsize=9)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig

@@ -11,13 +11,21 @@
   frequency of malignancy per probability bin) and
   :func:`expected_calibration_error`.
 
-Everything is NumPy; the tests compare with SciPy and scikit-learn.
+The one-sample bootstrap and the t interval are SciPy's
+(``scipy.stats.bootstrap``, ``scipy.stats.ttest_rel``); the bootstrap over
+seeds and images together and the calibration bins have no library
+equivalent and are written here, with SciPy and scikit-learn as the tests'
+reference where they cover a special case.
 """
 
 from __future__ import annotations
 
+import inspect
+import warnings
+
 import numpy as np
 import pandas as pd
+from scipy import stats as st
 
 
 def mean_sd(values) -> tuple[float, float]:
@@ -36,24 +44,37 @@ def format_mean_sd(values, digits: int = 3) -> str:
     return f"{mean:.{digits}f}" if n == 1 else f"{mean:.{digits}f} ± {sd:.{digits}f} (n={n})"
 
 
-def _percentile_interval(samples: np.ndarray, confidence: float) -> tuple[float, float]:
+def _check_confidence(confidence: float) -> None:
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}.")
+
+
+def _percentile_interval(samples: np.ndarray, confidence: float) -> tuple[float, float]:
+    _check_confidence(confidence)
     tail = (1.0 - confidence) / 2.0 * 100.0
     low, high = np.percentile(samples, [tail, 100.0 - tail])
     return float(low), float(high)
 
 
+#: SciPy 1.15 renamed ``bootstrap``'s ``random_state`` to ``rng``; both take a Generator.
+_RNG_KEYWORD = "rng" if "rng" in inspect.signature(st.bootstrap).parameters else "random_state"
+
+
 def bootstrap_interval(values, statistic=np.mean, n_resamples: int = 2000, confidence: float = 0.95,
                        seed: int = 0) -> tuple[float, float, float]:
-    """``(statistic, low, high)``: percentile bootstrap over the entries of ``values``."""
+    """``(statistic, low, high)``: percentile bootstrap over the entries of ``values``.
+
+    ``scipy.stats.bootstrap(method="percentile")``; ``statistic`` takes an
+    ``axis`` keyword, as NumPy's reductions do.
+    """
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 1 or values.size < 2:
         raise ValueError(f"bootstrap_interval needs a 1-D sample of at least 2 values, got shape {values.shape}.")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, values.size, size=(n_resamples, values.size))
-    samples = statistic(values[idx], axis=-1)
-    return (float(statistic(values)), *_percentile_interval(samples, confidence))
+    _check_confidence(confidence)
+    result = st.bootstrap((values,), statistic, n_resamples=n_resamples, confidence_level=confidence,
+                          method="percentile", vectorized=True, **{_RNG_KEYWORD: np.random.default_rng(seed)})
+    interval = result.confidence_interval
+    return float(statistic(values)), float(interval.low), float(interval.high)
 
 
 def paired_bootstrap(correct_a, correct_b, n_resamples: int = 2000, confidence: float = 0.95,
@@ -88,15 +109,19 @@ def paired_bootstrap(correct_a, correct_b, n_resamples: int = 2000, confidence: 
 
 
 def paired_t_interval(a, b, confidence: float = 0.95) -> tuple[float, float, float]:
-    """``(mean difference, low, high)``: Student-t interval of ``a - b`` over paired runs."""
-    from scipy import stats as st
-
-    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    """``(mean difference, low, high)``: Student-t interval of ``a - b`` over paired runs
+    (``scipy.stats.ttest_rel``); equal differences give an interval of width 0."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    diff = a - b
     if diff.ndim != 1 or diff.size < 2:
         raise ValueError(f"paired_t_interval needs at least 2 paired values, got {diff.size}.")
-    mean = float(diff.mean())
-    half = float(st.t.ppf(0.5 + confidence / 2.0, diff.size - 1) * diff.std(ddof=1) / np.sqrt(diff.size))
-    return mean, mean - half, mean + half
+    _check_confidence(confidence)
+    with warnings.catch_warnings():
+        # SciPy warns when all differences are equal; the interval is then exactly [d, d].
+        warnings.filterwarnings("ignore", "Precision loss occurred", RuntimeWarning)
+        interval = st.ttest_rel(a, b).confidence_interval(confidence_level=confidence)
+    return float(diff.mean()), float(interval.low), float(interval.high)
 
 
 def _check_binary(labels, p) -> tuple[np.ndarray, np.ndarray]:

@@ -47,6 +47,8 @@ def test_paths_resolve_from_the_repository_root(monkeypatch, tmp_path):
 
 def test_an_installed_copy_finds_the_checkout_through_kd_root(monkeypatch, tmp_path):
     monkeypatch.setenv("KD_ROOT", str(tmp_path))
+    (tmp_path / "data" / "sample").mkdir(parents=True)
+    (tmp_path / "data" / "sample" / "labels.csv").write_text("filename,label\n")
     assert config.repo_root() == tmp_path.resolve()
     assert config.sample_dir() == tmp_path.resolve() / "data" / "sample"
     monkeypatch.delenv("KD_ARTIFACTS")
@@ -61,3 +63,68 @@ def test_profiles_list_their_large_students_and_refuse_unknown_ones():
         config.get_profile("cpu", students=("VGG16",))
     with pytest.raises(ValueError, match="got ResNet18, EfficientNetB0"):
         config.get_profile("cpu", students=("ResNet18", "EfficientNetB0"))
+
+
+def _installed_copy(monkeypatch, tmp_path, with_sample=True):
+    """kd_utils as a plain ``pip install`` lays it out: site-packages/kd_utils, no
+    pyproject.toml beside it; the sample (if packaged) in kd_utils/sample."""
+    package = tmp_path / "site-packages" / "kd_utils"
+    package.mkdir(parents=True)
+    (package / "config.py").write_text("")
+    if with_sample:
+        (package / "sample").mkdir()
+        (package / "sample" / "labels.csv").write_text("filename,label\n")
+    monkeypatch.setattr(config, "__file__", str(package / "config.py"))
+    for name in ("KD_ROOT", "KD_DATA_DIR", "KD_ARTIFACTS", "KD_RESULTS"):
+        monkeypatch.delenv(name, raising=False)
+    return package
+
+
+def test_without_a_checkout_everything_goes_to_kd_melanoma_in_the_working_directory(monkeypatch, tmp_path):
+    package = _installed_copy(monkeypatch, tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    root = work.resolve() / "kd-melanoma"
+    assert config.repo_root() == root
+    assert config.data_dir() == root / "data"
+    assert config.artifacts_dir("cpu") == root / "artifacts" / "cpu"
+    assert config.results_dir("cpu") == root / "results" / "cpu"
+    for path in (config.data_dir(), config.artifacts_dir("cpu"), config.results_dir("cpu")):
+        assert package.parent not in path.parents  # never inside site-packages
+    assert not root.exists()  # created only when something is written
+    assert config.sample_dir() == package.resolve() / "sample"  # the copy in the wheel
+    monkeypatch.setenv("KD_ARTIFACTS", "runs")
+    assert config.artifacts_dir("cpu") == root / "runs" / "cpu"
+
+
+def test_an_installed_copy_used_inside_a_clone_writes_into_the_clone_not_notebooks(monkeypatch, tmp_path):
+    _installed_copy(monkeypatch, tmp_path)
+    clone = tmp_path / "clone"
+    for folder in ("kd_utils", "notebooks", "data/sample"):
+        (clone / folder).mkdir(parents=True)
+    (clone / "pyproject.toml").write_text('[project]\nname = "kd-melanoma"\n')
+    (clone / "data" / "sample" / "labels.csv").write_text("filename,label\n")
+    monkeypatch.chdir(clone / "notebooks")
+    assert config.repo_root() == clone.resolve()
+    assert config.results_dir("paper") == clone.resolve() / "results" / "paper"
+    assert config.sample_dir() == clone.resolve() / "data" / "sample"
+    # another project's folder is not taken for a clone
+    (clone / "pyproject.toml").write_text('[project]\nname = "something-else"\n')
+    assert config.repo_root() == clone.resolve() / "notebooks" / "kd-melanoma"
+
+
+def test_an_installation_without_the_sample_says_so(monkeypatch, tmp_path):
+    _installed_copy(monkeypatch, tmp_path, with_sample=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="does not carry data/sample.*KD_ROOT"):
+        config.sample_dir()
+
+
+def test_the_wheel_carries_the_sample_as_kd_utils_sample():
+    tomllib = pytest.importorskip("tomllib")
+    setuptools = tomllib.loads((config.repo_root() / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "kd_utils.sample" in setuptools["packages"]
+    assert setuptools["package-dir"]["kd_utils.sample"] == "data/sample"
+    assert "labels.csv" in setuptools["package-data"]["kd_utils.sample"]
+    assert config.installed_sample_dir() == config.repo_root() / "kd_utils" / "sample"

@@ -108,3 +108,16 @@ def test_calibration_refuses_bad_input():
         stats.reliability([0, 1], [0.1, 1.2])
     with pytest.raises(ValueError, match="differ in length"):
         stats.reliability([0, 1], [0.1])
+
+
+def test_intervals_of_equal_differences_have_width_zero_and_no_warning():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert stats.paired_t_interval([1.0, 2.0, 3.0], [0.5, 1.5, 2.5]) == (0.5, 0.5, 0.5)
+        assert stats.bootstrap_interval(np.ones(20)) == (1.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="confidence must lie in"):
+        stats.bootstrap_interval(np.arange(5.0), confidence=1.0)
+    with pytest.raises(ValueError, match="confidence must lie in"):
+        stats.paired_t_interval([1.0, 2.0], [0.0, 0.0], confidence=0.0)

@@ -1,0 +1,65 @@
+"""Licence, citation and CI files agree with the project and with each other."""
+
+import re
+
+import yaml
+
+from kd_utils import config
+
+ROOT = config.repo_root()
+DOI = "10.1016/j.compbiomed.2022.105581"
+
+
+def test_licence_is_mit():
+    text = (ROOT / "LICENSE").read_text()
+    assert text.startswith("MIT License")
+    assert "Copyright (c) 2026 kd-melanoma contributors" in text
+
+
+def test_citation_cites_this_repository_and_the_paper():
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert cff["cff-version"] == "1.2.0" and cff["type"] == "software"
+    assert cff["repository-code"] == config.REPO_URL
+    assert cff["license"] == "MIT"
+    (paper,) = cff["references"]
+    assert paper["doi"] == DOI
+    assert [a["family-names"] for a in paper["authors"]] == ["Khan", "Alam", "Dhruba", "Zunair", "Mohammed"]
+    assert (paper["journal"], paper["volume"], paper["start"], paper["year"]) == (
+        "Computers in Biology and Medicine", 146, "105581", 2022)
+
+
+def test_readme_links_the_paper_and_carries_its_bibtex():
+    readme = (ROOT / "README.md").read_text()
+    assert f"https://doi.org/{DOI}" in readme
+    bibtex = re.search(r"```bibtex\n(.*?)```", readme, re.S).group(1)
+    assert f"doi     = {{{DOI}}}" in bibtex and "volume  = {146}" in bibtex
+    assert f"url     = {{{config.REPO_URL}}}" in bibtex
+    badge = f"{config.REPO_URL}/actions/workflows/ci.yml/badge.svg"
+    assert badge in readme
+
+
+def test_ci_runs_the_one_script_on_the_promised_pythons():
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yml").read_text())
+    jobs = workflow["jobs"]
+    assert jobs["tests"]["strategy"]["matrix"]["python-version"] == ["3.10", "3.13"]
+    for job in jobs.values():
+        assert job["timeout-minutes"] > 0
+        runs = [step["run"] for step in job["steps"] if "run" in step]
+        assert runs == [".ci/run"]
+        setup = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/setup-python"))
+        assert setup["with"]["cache"] == "pip"
+    assert jobs["colab-versions"]["env"]["KD_CI_CONSTRAINTS"] == ".ci/colab-versions.txt"
+    script = (ROOT / ".ci" / "run").read_text()
+    assert "--nbval-cell-timeout" in script
+    readme = (ROOT / "README.md").read_text()
+    assert "--nbval-cell-timeout=900 notebooks/" in readme and "KD_NBVAL_CELL_TIMEOUT:-900" in script
+
+
+def test_lower_bounds_are_the_tested_colab_versions_and_tensorflow_is_not_capped():
+    pins = dict(re.findall(r"^(\w+)==([\d.]+)\.\*$", (ROOT / ".ci" / "colab-versions.txt").read_text(), re.M))
+    assert set(pins) == {"tensorflow", "keras", "numpy"}
+    for path in ("requirements.txt", "pyproject.toml", "environment.yml"):
+        text = (ROOT / path).read_text()
+        for name, version in pins.items():
+            assert re.search(rf"\b{name}>={re.escape(version)}\b", text), (path, name)
+        assert not re.search(r"tensorflow[^\n]*<", text), path
