@@ -15,17 +15,11 @@ Environment variables (read when a profile is resolved, never at import):
 * ``KD_DATA_DIR``  - where datasets are downloaded / generated
   (default ``<root>/data``).
 * ``KD_ARTIFACTS`` - where models, logs and records go
-<<<<<<< HEAD
-  (default ``<repo>/artifacts``); on Colab this may point at Drive.
-* ``KD_RESULTS``   - where tables, figures and executed notebooks go
-  (default ``<repo>/results``).
-* ``KD_ROOT``      - the project checkout, when the package is installed
-  from it non-editably (Colab); see :func:`repo_root`.
-=======
   (default ``<root>/artifacts``); on Colab this may point at Drive.
+* ``KD_RESULTS``   - where tables, figures and executed notebooks go
+  (default ``<root>/results``); on Colab this may point at Drive.
 * ``KD_ROOT``      - the project folder, e.g. the checkout when the package
   is installed from it non-editably (Colab); see :func:`repo_root`.
->>>>>>> issue13
 
 ``<root>`` is :func:`repo_root`: the checkout when there is one, else
 ``./kd-melanoma/`` in the working directory - never the installed package's
@@ -318,11 +312,7 @@ def artifacts_dir(profile: Profile | str | None = None) -> Path:
 
 
 def results_dir(profile: Profile | str) -> Path:
-<<<<<<< HEAD
-    """``$KD_RESULTS/<profile>`` (default ``<repo>/results/<profile>``): the
+    """``$KD_RESULTS/<profile>`` (default ``<root>/results/<profile>``): the
     tables and figures a profile produced (on Colab with Drive: on Drive)."""
-=======
-    """``<root>/results/<profile>``: the tables and figures a profile produced."""
->>>>>>> issue13
     name = profile if isinstance(profile, str) else profile.name
     return _resolve(os.environ.get("KD_RESULTS"), repo_root() / "results") / name
