@@ -200,3 +200,34 @@ class Distiller(keras.Model):
         """Save only the student (``.keras``); the teacher is not needed to deploy."""
         self.student.save(path)
 
+
+
+def gradient_norms(student: keras.Model, images, labels, teacher_logits, temperature: float, alpha: float = 0.1,
+                   scale_by_t2: bool = False) -> dict:
+    """How hard each term of equation (5) pulls on the student, on one batch.
+
+    ``label``: the norm of the gradient of ``alpha * CE(y, s)`` with respect to
+    the student's trainable variables (all concatenated); ``soft``: the same for
+    ``(1 - alpha) * [T^2 *] CE(softmax(t / T), softmax(s / T))``; ``ratio`` =
+    soft / label. Without the T^2 factor the soft gradient falls about as
+    1 / T^2 for large T, so at the paper's T = 10 to 100 the teacher barely
+    enters the update; with it the two terms keep comparable sizes.
+    """
+    labels = ops.cast(labels, "float32")
+    soft_targets = ops.softmax(ops.cast(teacher_logits, "float32") / temperature, axis=-1)
+    ce = keras.losses.CategoricalCrossentropy(from_logits=True)
+    variables = student.trainable_variables
+    norms = {}
+    for term in ("label", "soft"):
+        with tf.GradientTape() as tape:
+            logits = ops.cast(student(images, training=False), "float32")
+            if term == "label":
+                loss = alpha * ce(labels, logits)
+            else:
+                loss = (1.0 - alpha) * ce(soft_targets, logits / temperature)
+                if scale_by_t2:
+                    loss = loss * temperature * temperature
+        grads = [g for g in tape.gradient(loss, variables) if g is not None]
+        norms[term] = float(ops.sqrt(sum(ops.sum(ops.square(g)) for g in grads)))
+    norms["ratio"] = norms["soft"] / norms["label"] if norms["label"] > 0 else float("inf")
+    return norms

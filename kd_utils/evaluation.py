@@ -154,3 +154,17 @@ def evaluate(model, dataset) -> dict:
     record = metrics_from_predictions(predict(model, dataset))
     record["params"] = count_params(model)
     return record
+
+
+def fidelity(student_logits, teacher_logits) -> dict:
+    """How closely a student follows its teacher on the same images:
+    ``agreement`` (share of equal top-1 predictions) and ``kl`` =
+    mean KL(softmax(teacher) || softmax(student)) at T = 1, in nats."""
+    s = np.asarray(student_logits, dtype=np.float64)
+    t = np.asarray(teacher_logits, dtype=np.float64)
+    if s.shape != t.shape or s.ndim != 2:
+        raise ValueError(f"student and teacher logits must have the same (n, classes) shape; got {s.shape} and {t.shape}.")
+    log_p = t - np.logaddexp.reduce(t, axis=1, keepdims=True)
+    log_q = s - np.logaddexp.reduce(s, axis=1, keepdims=True)
+    kl = np.sum(np.exp(log_p) * (log_p - log_q), axis=1)
+    return {"agreement": float(np.mean(s.argmax(1) == t.argmax(1))), "kl": float(np.mean(kl))}

@@ -43,7 +43,25 @@ def prepare_data(profile: config.Profile, root=None, rebuild: bool = False) -> d
     return manifest
 
 
-def datasets(profile: config.Profile, manifest: data.Manifest, batch_size: int | None = None, teacher=None):
+TEACHER_CONTROLS = ("uniform", "shuffled")
+
+
+def control_logits(logits: np.ndarray, control: str | None, seed: int) -> np.ndarray:
+    """Teacher logits for a control run that keeps the loss but removes the
+    teacher's knowledge: ``"uniform"`` - all zeros, so the soft targets are
+    0.5 / 0.5 at any T (pure label smoothing); ``"shuffled"`` - the real
+    teacher's logits, each given to another image (a seeded permutation)."""
+    if control is None:
+        return logits
+    if control == "uniform":
+        return np.zeros_like(logits)
+    if control == "shuffled":
+        return logits[np.random.default_rng(seed).permutation(len(logits))]
+    raise ValueError(f"teacher_control must be one of {TEACHER_CONTROLS} or None, got {control!r}.")
+
+
+def datasets(profile: config.Profile, manifest: data.Manifest, batch_size: int | None = None, teacher=None,
+             teacher_control: str | None = None):
     """``(train, val, test)`` tf.data pipelines at the profile's image size.
 
     ``train`` is an :class:`~kd_utils.data.EpochDataset` (``train.for_epoch(k)``):
@@ -51,14 +69,20 @@ def datasets(profile: config.Profile, manifest: data.Manifest, batch_size: int |
     resumed run sees the same batches. With a ``teacher``, train and
     validation batches carry its precomputed logits (inputs are not
     augmented, so they are the same every epoch): the teacher runs once per
-    split instead of once per epoch and run.
+    split instead of once per epoch and run. ``teacher_control`` replaces
+    those logits by a control's (:func:`control_logits`).
     """
     batch_size = batch_size or profile.batch_size
+
+    def logits(split):
+        if teacher is None or split == "test":
+            return None
+        seed = profile.seed * 10 + data.SPLITS.index(split)
+        return control_logits(teacher_logits(profile, manifest, teacher, split), teacher_control, seed)
+
     return tuple(
-        data.make_dataset(
-            manifest, split, profile.image_size, batch_size, seed=profile.seed, per_epoch=True,
-            teacher_logits=None if teacher is None or split == "test" else teacher_logits(profile, manifest, teacher, split),
-        )
+        data.make_dataset(manifest, split, profile.image_size, batch_size, seed=profile.seed, per_epoch=True,
+                          teacher_logits=logits(split))
         for split in data.SPLITS
     )
 
@@ -208,7 +232,7 @@ SOFT_LOSSES = {"ce": "CategoricalCrossentropy", "kl": "SoftKLDivergence"}
 
 
 def _student_run(profile, manifest_hash, teacher, student="DSNet", *, temperature=None, alpha=None,
-                 batch_size=None, scale_by_t2=False, soft_loss="ce", seed=None):
+                 batch_size=None, scale_by_t2=False, soft_loss="ce", seed=None, teacher_control=None):
     """``(key, folder, config)`` of one student run; ``teacher`` is the teacher's key.
 
     ``alpha = 1`` is the run without the teacher (the no-distillation baseline);
@@ -222,11 +246,15 @@ def _student_run(profile, manifest_hash, teacher, student="DSNet", *, temperatur
     if soft_loss not in SOFT_LOSSES:
         raise ValueError(f"soft_loss must be one of {sorted(SOFT_LOSSES)}, got {soft_loss!r}.")
     soft_loss = "ce" if no_kd else soft_loss
+    if teacher_control is not None and teacher_control not in TEACHER_CONTROLS:
+        raise ValueError(f"teacher_control must be one of {TEACHER_CONTROLS} or None, got {teacher_control!r}.")
+    teacher_control = None if no_kd else teacher_control
     seed = profile.seeds[0] if seed is None else int(seed)
     batch_size = int(batch_size or profile.batch_size)
     is_dsnet = student.lower() == "dsnet"
+    kind = "without teacher" if no_kd else (f"with a {teacher_control} teacher" if teacher_control else "distilled")
     run_config = {
-        "model": f"{student} " + ("without teacher" if no_kd else "distilled"),
+        "model": f"{student} {kind}",
         "student": student,
         "profile": profile.name,
         "image_size": profile.image_size,
@@ -240,6 +268,7 @@ def _student_run(profile, manifest_hash, teacher, student="DSNet", *, temperatur
         "temperature": None if no_kd else temperature,
         "scale_by_t2": scale_by_t2,
         "soft_loss": soft_loss,
+        "teacher_control": teacher_control,
         **accelerator_options(profile),
     }
     if no_kd:
@@ -247,6 +276,7 @@ def _student_run(profile, manifest_hash, teacher, student="DSNet", *, temperatur
     else:
         name = f"{student.lower()}_T{temperature:g}_a{alpha:g}_b{batch_size}"
         name += ("_t2" if scale_by_t2 else "") + ("_kl" if soft_loss == "kl" else "")
+        name += f"_{teacher_control}" if teacher_control else ""
     # Without the teacher the run does not depend on it: one baseline serves every teacher.
     return (*_run(profile, f"{name}_s{seed}", run_config, manifest_hash, None if no_kd else teacher), run_config)
 
@@ -260,12 +290,15 @@ def _save_predictions(run_dir: Path, predictions) -> None:
 
 
 def _finish(model, run_dir: Path, key: str, run_config: dict, manifest, fit_info: dict, test_ds,
-            teacher: str | None = None) -> dict:
-    """Score the chosen model once on the test split; store predictions, then the record."""
+            teacher: str | None = None, teacher_test_logits=None) -> dict:
+    """Score the chosen model once on the test split; store predictions, then the record.
+    With the teacher's test logits the record also holds the student's fidelity to it."""
     predictions = evaluation.predict(model, test_ds)
     _save_predictions(run_dir, predictions)
     test = evaluation.metrics_from_predictions(predictions)
     test["params"] = models.count_params(model)
+    if teacher_test_logits is not None:
+        test["fidelity"] = evaluation.fidelity(predictions.logits, teacher_test_logits)
     record = {"config": run_config, "teacher_key": teacher, "manifest_hash": manifest.content_hash,
               "data": manifest.info, **fit_info, "test": test}
     training.save_record(run_dir, record, key)
@@ -292,8 +325,8 @@ def _train_or_load(profile, manifest, key, run_dir, run_config, train, teacher=N
             return _loaded(run_dir, done, profile, manifest)
         storage.write_json(run_dir / "config.json", {"key": key, "config": run_config, "teacher_key": teacher,
                                                      "manifest_hash": manifest.content_hash})
-        model, fit_info, test_ds = train(lock)
-        return model, _finish(model, run_dir, key, run_config, manifest, fit_info, test_ds, teacher)
+        model, fit_info, test_ds, *teacher_test = train(lock)
+        return model, _finish(model, run_dir, key, run_config, manifest, fit_info, test_ds, teacher, *teacher_test)
 
 
 def _mark(model: keras.Model, key: str, run_dir: Path) -> keras.Model:
@@ -338,6 +371,7 @@ def distill_student(
     scale_by_t2: bool = False,
     soft_loss: str = "ce",
     seed: int | None = None,
+    teacher_control: str | None = None,
     verbose: int = 2,
     strategy=None,
 ):
@@ -350,19 +384,25 @@ def distill_student(
     ``tf.distribute.Strategy`` (e.g. ``MirroredStrategy`` over several GPUs);
     the models are built and compiled in its scope. The teacher's logits are
     computed once and fed with the batches: the Distiller (and so every
-    checkpoint) holds the student only.
+    checkpoint) holds the student only. ``teacher_control`` (``"uniform"`` or
+    ``"shuffled"``) trains the same student with the same loss on a control's
+    soft targets (:func:`control_logits`). Every run with a teacher records
+    its fidelity to the real teacher on the test split (top-1 agreement and
+    KL at T = 1).
     """
     teacher_id = teacher_key(teacher)
     key, run_dir, run_config = _student_run(
         profile, manifest.content_hash, teacher_id, student, temperature=temperature, alpha=alpha,
-        batch_size=batch_size, scale_by_t2=scale_by_t2, soft_loss=soft_loss, seed=seed)
+        batch_size=batch_size, scale_by_t2=scale_by_t2, soft_loss=soft_loss, seed=seed,
+        teacher_control=teacher_control)
     accel = accelerator_options(profile)
     c = run_config
 
     def train(lock):
         _release_memory()
         training.set_seeds(c["seed"])
-        train_ds, val_ds, test_ds = datasets(profile, manifest, c["batch_size"], teacher=teacher)
+        train_ds, val_ds, test_ds = datasets(profile, manifest, c["batch_size"], teacher=teacher,
+                                             teacher_control=c["teacher_control"])
         with _build_scope(strategy, accel.get("mixed_precision", False)):
             model = models.build_student(student, profile.image_size, weights=c["weights"])
             distiller = Distiller(student=model, teacher=None)
@@ -378,7 +418,9 @@ def distill_student(
         fit_info = training.fit(distiller, train_ds, val_ds, c["epochs"], run_dir, seed=c["seed"], verbose=verbose,
                                 tensorboard=profile.tensorboard, lock=lock)
         fit_info["loss"] = distiller.loss_config()
-        return model, fit_info, test_ds
+        if c["alpha"] >= 1.0:
+            return model, fit_info, test_ds
+        return model, fit_info, test_ds, teacher_logits(profile, manifest, teacher, "test")
 
     return _train_or_load(profile, manifest, key, run_dir, run_config, train,
                           None if c["alpha"] >= 1.0 else teacher_id)
