@@ -237,7 +237,8 @@ def _student_run(profile, manifest_hash, teacher, student="DSNet", *, temperatur
 
     ``alpha = 1`` is the run without the teacher (the no-distillation baseline);
     its temperature and soft loss play no part. The folder's readable name is
-    ``<student>_T<T>_a<alpha>_b<batch>[_t2][_kl]_s<seed>`` (``<student>_nokd_b<batch>_s<seed>``).
+    ``<student>_T<T>_a<alpha>_b<batch>[_t2][_kl][_uniform|_shuffled]_s<seed>``
+    (``<student>_nokd_b<batch>_s<seed>``), followed by ``-<key>``.
     """
     alpha = profile.alpha if alpha is None else float(alpha)
     no_kd = alpha >= 1.0
