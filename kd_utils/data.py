@@ -36,7 +36,6 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -411,6 +410,10 @@ class Manifest:
             raise ValueError(f"Unknown split {name!r}; expected one of {SPLITS}.")
         return self.frame[self.frame.split == name].reset_index(drop=True)
 
+    def count_dict(self) -> dict:
+        """:meth:`counts` as ``{split: {class or "total": n}}`` (what ``manifest.json`` stores)."""
+        return {split: {name: int(n) for name, n in row.items()} for split, row in self.counts().iterrows()}
+
     def counts(self) -> pd.DataFrame:
         """Images per split and class."""
         table = pd.crosstab(self.frame.split, self.frame.label).reindex(index=list(SPLITS), columns=[0, 1])
@@ -439,9 +442,9 @@ class Manifest:
         folder = Path(folder)
         storage.write_text(folder / "manifest.csv", self.frame.to_csv(index=False))
         storage.write_text(folder / "validation_report.csv", self.report.to_csv(index=False))
-        counts = {split: {name: int(n) for name, n in row.items()} for split, row in self.counts().iterrows()}
         storage.write_json(folder / "manifest.json", {"source": self.source, **self.info,
-                                                       "content_hash": self.content_hash, "counts": counts})
+                                                       "content_hash": self.content_hash,
+                                                       "counts": self.count_dict()})
         return folder
 
     @classmethod
@@ -476,7 +479,7 @@ class Manifest:
         if manifest.content_hash != expected:
             raise DataError(f"{folder / 'manifest.csv'} does not match its manifest.json (content hash differs: "
                             f"it was edited or cut short after it was saved): {rebuild}.")
-        counts = {split: {name: int(n) for name, n in row.items()} for split, row in manifest.counts().iterrows()}
+        counts = manifest.count_dict()
         if saved_counts is not None and counts != saved_counts:
             raise DataError(f"{folder / 'manifest.csv'} counts {counts} differ from the saved {saved_counts}: {rebuild}.")
         _check_splits(manifest)

@@ -188,6 +188,7 @@ def kd_table(kd: dict, no_kd: dict, n_resamples: int = 2000) -> pd.DataFrame:
         acc, sd = stats.mean_sd(values(runs))
         base, base_sd = stats.mean_sd(values(no_kd[name]))
         gain = kd_gain(runs, no_kd[name], n_resamples)
+        fid = fidelity(runs)
         rows[name] = {
             "params_m": runs[0]["test"]["params"]["trainable"] / 1e6,
             "train_s": float(np.mean([r["train_seconds"] for r in runs])),
@@ -195,7 +196,7 @@ def kd_table(kd: dict, no_kd: dict, n_resamples: int = 2000) -> pd.DataFrame:
             "accuracy": acc, "sd": sd, "no KD": base, "no KD sd": base_sd,
             "KD gain": gain["difference"], "gain 95% low": gain["low"], "gain 95% high": gain["high"],
             "gain t95% low": gain["t_low"], "gain t95% high": gain["t_high"],
-            "agreement": fidelity(runs)["agreement"], "KL(t||s)": fidelity(runs)["kl"],
+            "agreement": fid["agreement"], "KL(t||s)": fid["kl"],
             "seeds": len(runs),
         }
     table = pd.DataFrame(rows).T
