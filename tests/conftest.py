@@ -16,3 +16,13 @@ def _isolated_folders(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("KD_ARTIFACTS", str(root / "artifacts"))
     monkeypatch.delenv("KD_PROFILE", raising=False)
     monkeypatch.delenv("KD_ROOT", raising=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_manifest(tmp_path_factory):
+    """A small synthetic manifest at 32 px (2 x 60 images), built once and only read by the tests."""
+    from kd_utils import data
+
+    root = tmp_path_factory.mktemp("tiny")
+    return data.build_manifest("synthetic", root / "images", image_size=32, synthetic_per_class=60,
+                               work_dir=root / "converted")

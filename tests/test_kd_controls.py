@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-from kd_utils import config, data, evaluation, models, pipeline, reporting
+from kd_utils import config, evaluation, models, pipeline, reporting
 from kd_utils.distillation import gradient_norms
 from kd_utils.evaluation import softmax
 
@@ -87,11 +87,9 @@ def test_the_teacher_check_warns_only_when_the_teacher_does_not_beat_the_student
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
+def tiny(tiny_manifest):
     profile = config.get_profile("smoke", image_size=32, batch_size=32, seeds=(1, 2), student_epochs=1)
-    manifest = data.build_manifest("synthetic", root / "images", image_size=32, synthetic_per_class=60,
-                                   work_dir=root / "converted")
+    manifest = tiny_manifest
     keras.utils.set_random_seed(0)
     return profile, manifest, models.build_dsnet(32)
 

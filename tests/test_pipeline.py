@@ -11,15 +11,13 @@ import keras
 import numpy as np
 import pytest
 
-from kd_utils import config, data, models, pipeline, reporting
+from kd_utils import config, models, pipeline, reporting
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
+def tiny(tiny_manifest):
     profile = config.get_profile("smoke", image_size=32, batch_size=32, seeds=(1, 2), student_epochs=2)
-    manifest = data.build_manifest("synthetic", root / "images", image_size=32, synthetic_per_class=60,
-                                   work_dir=root / "converted")
+    manifest = tiny_manifest
     keras.utils.set_random_seed(0)
     teacher = models.build_dsnet(32)  # any logits model can teach; this one is fast
     return profile, manifest, teacher

@@ -16,11 +16,9 @@ from kd_utils import config, data, models, pipeline, storage, training
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
+def tiny(tiny_manifest):
     profile = config.get_profile("smoke", image_size=32, batch_size=32, seeds=(1,), student_epochs=2)
-    manifest = data.build_manifest("synthetic", root / "images", image_size=32, synthetic_per_class=60,
-                                   work_dir=root / "converted")
+    manifest = tiny_manifest
     return profile, manifest
 
 
