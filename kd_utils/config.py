@@ -161,9 +161,24 @@ class Profile:
     #: The keras.applications students of Table 2 that notebook 05 trains
     #: (EfficientNetB0 is needed by Table 5).
     students: tuple[str, ...] = PRETRAINED_STUDENTS
+    #: An offline stand-in for the ImageNet pretraining the paper's teacher
+    #: starts from (profiles without ImageNet weights): before the profile's
+    #: training split, the teacher trains for ``teacher_pretrain_epochs`` on
+    #: this many generated images per class, drawn with another generator seed
+    #: than the profile's data (none of them is in its splits). 0: none.
+    teacher_pretrain_per_class: int = 0
+    teacher_pretrain_epochs: int = 1
+    #: Learning rate of the teacher on the profile's training split after that
+    #: pretraining (fine-tuning); None: ``lr_backbone``.
+    teacher_finetune_lr: float | None = None
+    #: Momentum of the teacher's batch-norm moving statistics; None: Keras'
+    #: 0.99, which over a few hundred steps from scratch lags far behind the
+    #: weights (validation accuracy stuck at chance while training climbs).
+    teacher_bn_momentum: float | None = None
 
     def __post_init__(self):
         counts = {"teacher_epochs": self.teacher_epochs, "student_epochs": self.student_epochs,
+                  "teacher_pretrain_epochs": self.teacher_pretrain_epochs,
                   "backbone_student_epochs": self.backbone_student_epochs, "batch_size": self.batch_size}
         for field, value in counts.items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -176,6 +191,11 @@ class Profile:
                              f"(Table 5); got {', '.join(self.students) or 'none'}.")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must lie in [0, 1], got {self.alpha}.")
+        if not isinstance(self.teacher_pretrain_per_class, int) or self.teacher_pretrain_per_class < 0:
+            raise ValueError("teacher_pretrain_per_class must be a whole number >= 0 (0: no pretraining), "
+                             f"got {self.teacher_pretrain_per_class!r}.")
+        if self.teacher_bn_momentum is not None and not 0.0 < self.teacher_bn_momentum < 1.0:
+            raise ValueError(f"teacher_bn_momentum must lie in (0, 1) or be None, got {self.teacher_bn_momentum!r}.")
 
     def replace(self, **changes) -> "Profile":
         return dataclasses.replace(self, **changes)

@@ -212,8 +212,57 @@ def _run(profile: config.Profile, name: str, run_config: dict, manifest_hash: st
     return key, root / "runs" / f"{name}-{key}"
 
 
+#: Added to the profile's seed to draw a teacher's pretraining images
+#: (:attr:`~kd_utils.config.Profile.teacher_pretrain_per_class`): another
+#: generator seed, so none of them is an image of the profile's own splits.
+PRETRAIN_SEED_OFFSET = 100_000
+
+
+def pretraining_data(profile: config.Profile) -> data.Manifest:
+    """The generated images the profile's teacher is pretrained on (a stand-in
+    for ImageNet, see :func:`pretrain_teacher`): ``teacher_pretrain_per_class``
+    per class from the synthetic generator with another seed, split 80/10/10
+    (validation chooses the epoch; test is reported only). Built once, stored
+    in the artifacts folder like the profile's own manifest."""
+    seed = PRETRAIN_SEED_OFFSET + profile.seed
+    n = profile.teacher_pretrain_per_class
+    name = f"{profile.image_size}px-{n}x2-seed{seed}"
+    folder = config.artifacts_dir(profile) / f"pretraining-data-{name}"
+    if (folder / "manifest.csv").is_file():
+        try:
+            return data.Manifest.load(folder)
+        except data.DataError as err:
+            storage.notice(f"{err} Rebuilding it now.")
+    manifest = data.build_manifest(
+        "synthetic", config.data_dir() / f"synthetic-{name}",
+        image_size=profile.image_size, seed=seed, val_fraction=0.1 / 0.9, test_fraction=0.1,
+        synthetic_per_class=n, work_dir=folder / "converted")
+    manifest.save(folder)
+    return manifest
+
+
+def _pretrain_run(profile: config.Profile, manifest_hash: str):
+    """``(key, folder, config)`` of the teacher's pretraining run."""
+    run_config = {
+        "model": "ResNet50 teacher, pretraining on generated images",
+        "profile": profile.name,
+        "image_size": profile.image_size,
+        "images_per_class": profile.teacher_pretrain_per_class,
+        "generator_seed": PRETRAIN_SEED_OFFSET + profile.seed,
+        "epochs": profile.teacher_pretrain_epochs,
+        "batch_size": profile.batch_size,
+        "learning_rate": profile.lr_backbone,
+        "bn_momentum": profile.teacher_bn_momentum,
+        "seed": profile.seed,
+        **accelerator_options(profile),
+    }
+    return (*_run(profile, "teacher-pretrain", run_config, manifest_hash), run_config)
+
+
 def _teacher_run(profile: config.Profile, manifest_hash: str):
-    """``(key, folder, config)`` of the profile's teacher run."""
+    """``(key, folder, config)`` of the profile's teacher run (its key covers
+    the pretraining run's, when the profile pretrains)."""
+    pretrained = profile.teacher_pretrain_per_class > 0
     run_config = {
         "model": "ResNet50 teacher",
         "profile": profile.name,
@@ -221,10 +270,14 @@ def _teacher_run(profile: config.Profile, manifest_hash: str):
         "weights": profile.weights,
         "epochs": profile.teacher_epochs,
         "batch_size": profile.batch_size,
-        "learning_rate": profile.lr_backbone,
+        "learning_rate": (profile.teacher_finetune_lr or profile.lr_backbone) if pretrained else profile.lr_backbone,
         "seed": profile.seed,
         **accelerator_options(profile),
     }
+    if profile.teacher_bn_momentum is not None:
+        run_config["bn_momentum"] = profile.teacher_bn_momentum
+    if pretrained:
+        run_config["pretrained_from"] = _pretrain_run(profile, pretraining_data(profile).content_hash)[0]
     return (*_run(profile, "teacher-resnet50", run_config, manifest_hash), run_config)
 
 
@@ -243,7 +296,8 @@ def _student_run(profile, manifest_hash, teacher, student="DSNet", *, temperatur
     alpha = profile.alpha if alpha is None else float(alpha)
     no_kd = alpha >= 1.0
     temperature = 1.0 if no_kd else (profile.temperature if temperature is None else float(temperature))
-    scale_by_t2 = bool(scale_by_t2) and not no_kd
+    # At T = 1 the T^2 factor is 1: both loss forms are the same run.
+    scale_by_t2 = bool(scale_by_t2) and not no_kd and temperature != 1.0
     if soft_loss not in SOFT_LOSSES:
         raise ValueError(f"soft_loss must be one of {sorted(SOFT_LOSSES)}, got {soft_loss!r}.")
     soft_loss = "ce" if no_kd else soft_loss
@@ -336,13 +390,28 @@ def _mark(model: keras.Model, key: str, run_dir: Path) -> keras.Model:
     return model
 
 
-def train_teacher(profile: config.Profile, manifest: data.Manifest, verbose: int = 2, strategy=None):
-    """Train (or load, when done) the ResNet50 teacher; returns ``(model, record)``.
+def _new_teacher(profile: config.Profile) -> keras.Model:
+    """The paper's teacher, with the profile's batch-norm momentum."""
+    teacher = models.build_teacher(profile.image_size, weights=profile.weights)
+    if profile.teacher_bn_momentum is not None:
+        for layer in teacher._flatten_layers():
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = profile.teacher_bn_momentum
+    return teacher
 
-    The teacher is trained once, with ``profile.seed``: every student of every
-    seed distils from this same teacher.
+
+def pretrain_teacher(profile: config.Profile, verbose: int = 2, strategy=None):
+    """Pretrain (or load, when done) the teacher on generated images; returns ``(model, record)``.
+
+    The paper's teacher starts from ImageNet weights: it knows about images
+    before it sees a lesion. Without network or ImageNet (the ``cpu``
+    profile) the stand-in is a ResNet50 trained first on
+    :func:`pretraining_data`: many more generated lesions than the profile's
+    training split holds, none of them in its splits. The student never sees
+    them; what the teacher learns there reaches it only through the soft targets.
     """
-    key, run_dir, run_config = _teacher_run(profile, manifest.content_hash)
+    manifest = pretraining_data(profile)
+    key, run_dir, run_config = _pretrain_run(profile, manifest.content_hash)
     accel = accelerator_options(profile)
 
     def train(lock):
@@ -350,10 +419,48 @@ def train_teacher(profile: config.Profile, manifest: data.Manifest, verbose: int
         training.set_seeds(profile.seed)
         train_ds, val_ds, test_ds = datasets(profile, manifest)
         with _build_scope(strategy, accel.get("mixed_precision", False)):
-            teacher = models.build_teacher(profile.image_size, weights=profile.weights)
-            _classifier_compile(teacher, profile.lr_backbone, **accel)
+            model = _new_teacher(profile)
+            _classifier_compile(model, profile.lr_backbone, **accel)
+        fit_info = training.fit(model, train_ds, val_ds, profile.teacher_pretrain_epochs, run_dir, seed=profile.seed,
+                                verbose=verbose, tensorboard=profile.tensorboard, lock=lock)
+        return model, fit_info, test_ds
+
+    model, record = _train_or_load(profile, manifest, key, run_dir, run_config, train)
+    return _mark(model, key, run_dir), record
+
+
+def train_teacher(profile: config.Profile, manifest: data.Manifest, verbose: int = 2, strategy=None):
+    """Train (or load, when done) the ResNet50 teacher; returns ``(model, record)``.
+
+    The teacher is trained once, with ``profile.seed``: every student of every
+    seed distils from this same teacher. A profile with
+    ``teacher_pretrain_per_class`` first pretrains it (:func:`pretrain_teacher`)
+    and then trains it on the profile's training split at ``teacher_finetune_lr``;
+    the record's ``pretraining`` holds that run's key and accuracies.
+    """
+    key, run_dir, run_config = _teacher_run(profile, manifest.content_hash)
+    accel = accelerator_options(profile)
+
+    def train(lock):
+        start = None
+        if profile.teacher_pretrain_per_class:
+            pretrained, pre_record = pretrain_teacher(profile, verbose=verbose, strategy=strategy)
+            start = pretrained.get_weights()
+        _release_memory()
+        training.set_seeds(profile.seed)
+        train_ds, val_ds, test_ds = datasets(profile, manifest)
+        with _build_scope(strategy, accel.get("mixed_precision", False)):
+            teacher = _new_teacher(profile)
+            if start is not None:
+                teacher.set_weights(start)
+            _classifier_compile(teacher, run_config["learning_rate"], **accel)
         fit_info = training.fit(teacher, train_ds, val_ds, profile.teacher_epochs, run_dir, seed=profile.seed,
                                 verbose=verbose, tensorboard=profile.tensorboard, lock=lock)
+        if start is not None:
+            fit_info["pretraining"] = {"key": pre_record["key"], "run_dir": pre_record["run_dir"],
+                                       "train_images": int(pretraining_data(profile).counts().loc["train", "total"]),
+                                       "best_val_accuracy": pre_record["best_val_accuracy"],
+                                       "test_accuracy": pre_record["test"]["accuracy"]}
         return teacher, fit_info, test_ds
 
     model, record = _train_or_load(profile, manifest, key, run_dir, run_config, train)
@@ -537,7 +644,7 @@ def load_teacher(profile: config.Profile, manifest: data.Manifest | None = None)
 
 
 def sweep(profile, manifest, teacher, *, temperatures=None, batch_sizes=None, alphas=None, student="DSNet",
-          temperature=None, alpha=None, verbose=0, **options):
+          temperature=None, alpha=None, verbose=0, progress: Progress | None = None, **options):
     """DSNet for each temperature (Table 1), batch size (Table 6) or alpha, every seed.
 
     Returns ``{value: [record per seed]}``; each run is skipped when already
@@ -546,7 +653,7 @@ def sweep(profile, manifest, teacher, *, temperatures=None, batch_sizes=None, al
     plan = [("temperature", float(t)) for t in temperatures or ()]
     plan += [("batch_size", int(b)) for b in batch_sizes or ()]
     plan += [("alpha", float(a)) for a in alphas or ()]
-    progress = Progress(len(plan) * len(profile.seeds))
+    progress = progress or Progress(len(plan) * len(profile.seeds))
     records = {}
     for knob, value in plan:
         settings = {"temperature": temperature, "alpha": alpha, **options, knob: value}
@@ -590,37 +697,61 @@ def load_choice(profile: config.Profile, name: str, notebook: str = "04_temperat
     return saved[name]
 
 
+SETTINGS = ("temperature", "alpha", "scale_by_t2")
+
+#: How a record, table or summary names each loss form.
+LOSS_FORMS = {False: "paper eq. (5)", True: "eq. (5) with T^2"}
+
+
 def chosen_settings(profile: config.Profile, manifest=None, teacher=None) -> dict:
-    """``{"temperature": T, "alpha": alpha}`` chosen on validation by notebook 04
-    (for ``teacher`` and ``manifest``, default the profile's)."""
+    """``{"temperature": T, "alpha": alpha, "scale_by_t2": bool}`` chosen on
+    validation by notebook 04 (for ``teacher`` and ``manifest``, default the profile's)."""
     basis = _choice_basis(profile, manifest or load_manifest(profile), teacher)
-    return {name: load_choice(profile, name, basis=basis) for name in ("temperature", "alpha")}
+    return {name: load_choice(profile, name, basis=basis) for name in SETTINGS}
 
 
 def choose_settings(profile: config.Profile, manifest, teacher, verbose: int = 0) -> dict:
-    """Notebook 04's choice: T over the profile's temperatures at its alpha,
-    then alpha over its alphas at that T, each by mean validation accuracy over
-    seeds (the test split plays no part). Saved for the later notebooks.
-    Returns the choice and the sweeps' records (``by_temperature``, ``by_alpha``)."""
+    """Notebook 04's choice, by mean validation accuracy over seeds (the test
+    split plays no part): the loss form and T together, over the profile's
+    temperatures with the paper's equation (5) and with Hinton's T^2-scaled
+    soft term, at the profile's alpha; then alpha over the profile's alphas
+    at that form and T. Saved for the later notebooks. Returns the choice and
+    the sweeps' records (``by_temperature``: ``{form: {T: runs}}`` with the
+    forms of :data:`LOSS_FORMS`; ``by_alpha``: ``{alpha: runs}``)."""
     basis = _choice_basis(profile, manifest, teacher)
-    by_temperature = sweep(profile, manifest, teacher, temperatures=profile.temperatures, verbose=verbose)
-    temperature = choose_on_validation(by_temperature)
+    progress = Progress(2 * len(profile.temperatures) * len(profile.seeds))
+    by_temperature = {
+        LOSS_FORMS[t2]: sweep(profile, manifest, teacher, temperatures=profile.temperatures, scale_by_t2=t2,
+                              verbose=verbose, progress=progress)
+        for t2 in (False, True)
+    }
+    candidates = {(t2, t): runs for t2 in (False, True) for t, runs in by_temperature[LOSS_FORMS[t2]].items()}
+    scale_by_t2, temperature = choose_on_validation(candidates)
     save_choice(profile, "temperature", temperature, basis)
-    by_alpha = sweep(profile, manifest, teacher, alphas=profile.alphas, temperature=temperature, verbose=verbose)
+    save_choice(profile, "scale_by_t2", scale_by_t2, basis)
+    by_alpha = sweep(profile, manifest, teacher, alphas=profile.alphas, temperature=temperature,
+                     scale_by_t2=scale_by_t2, verbose=verbose)
     alpha = choose_on_validation(by_alpha)
     save_choice(profile, "alpha", alpha, basis)
-    return {"temperature": temperature, "alpha": alpha, "by_temperature": by_temperature, "by_alpha": by_alpha}
+    return {"temperature": temperature, "alpha": alpha, "scale_by_t2": scale_by_t2,
+            "by_temperature": by_temperature, "by_alpha": by_alpha}
 
 
 def settings_for(profile: config.Profile, manifest, teacher) -> dict:
-    """The T and alpha chosen on validation for this teacher and data; when
-    notebook 04 has not chosen them yet, its sweep runs now (skip-if-done)."""
+    """The loss form, T and alpha chosen on validation for this teacher and
+    data; when notebook 04 has not chosen them yet, its sweep runs now (skip-if-done)."""
     try:
         return chosen_settings(profile, manifest, teacher)
     except MissingStepError:
-        print("No T and alpha chosen yet for this teacher and data: running the sweep of notebook 04 now.")
+        print("No loss form, T and alpha chosen yet for this teacher and data: running the sweep of notebook 04 now.")
         chosen = choose_settings(profile, manifest, teacher)
-        return {"temperature": chosen["temperature"], "alpha": chosen["alpha"]}
+        return {name: chosen[name] for name in SETTINGS}
+
+
+def describe_settings(settings: dict) -> str:
+    """``"T = 10, alpha = 0.1, eq. (5) with T^2"``: a chosen setting in words."""
+    return (f"T = {settings['temperature']:g}, alpha = {settings['alpha']:g}, "
+            f"{LOSS_FORMS[bool(settings.get('scale_by_t2', False))]}")
 
 
 def data_and_teacher(profile: config.Profile, verbose: int = 2):

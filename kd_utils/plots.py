@@ -166,6 +166,28 @@ def sweep(values: dict, paper: dict, xlabel: str, title: str):
     return fig
 
 
+def temperature_sweep(by_form: dict, paper: dict, title: str):
+    """Table 1 per loss form: ``by_form`` maps a form's name to a
+    :func:`kd_utils.reporting.sweep_table`; test mean ± sd over seeds (solid)
+    and validation mean (dashed) per form, beside the paper's single runs."""
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for i, (form, table) in enumerate(by_form.items()):
+        keys = sorted(table.index)
+        row = table.loc[keys]
+        line = ax.errorbar(keys, row["test accuracy"], yerr=np.nan_to_num(row["test sd"].to_numpy(float)),
+                           fmt="o-" if i == 0 else "^-", capsize=3, label=f"{form}: test (mean ± sd)")
+        ax.plot(keys, row["val accuracy"], "--", color=line[0].get_color(), label=f"{form}: validation")
+    pk = sorted(paper)
+    ax.plot(pk, [paper[k] for k in pk], "x:", color="grey", label="paper, test (one run)")
+    ax.set_xscale("log")
+    ax.set_xlabel("T (temperature)")
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def sweep_values(table) -> dict:
     """The points of :func:`sweep` from a :func:`kd_utils.reporting.sweep_table`."""
     return {k: {"test": row["test accuracy"], "test_sd": row["test sd"], "val": row["val accuracy"]}

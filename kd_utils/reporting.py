@@ -126,6 +126,26 @@ def sweep_table(records: dict, paper: dict, name: str) -> pd.DataFrame:
     return table
 
 
+def sweep_forms_table(by_form: dict, paper: dict, name: str = "T") -> pd.DataFrame:
+    """Table 1 for several loss forms side by side: ``by_form`` maps a form's
+    name (e.g. ``"paper eq. (5)"``) to ``{T: runs}``. Per form the mean
+    validation and test accuracy over seeds and the test sd; then the seeds,
+    the paper's test accuracy and ours minus the paper's for the first form
+    (the paper's own)."""
+    parts, first = [], None
+    for form, records in by_form.items():
+        table = sweep_table(records, paper, name)
+        first = table if first is None else first
+        parts.append(table[["val accuracy", "test accuracy", "test sd"]].rename(
+            columns=lambda c, f=form: f"{c}, {f}"))
+    wide = pd.concat(parts, axis=1)
+    wide["seeds"] = first["seeds"]
+    wide["paper (test)"] = first["paper (test)"]
+    wide[f"difference, {next(iter(by_form))}"] = first["difference"]
+    wide.index.name = name
+    return wide
+
+
 def load_predictions(record: dict) -> tuple[np.ndarray, np.ndarray]:
     """``(labels, logits)`` of a run's test split (the record must carry ``run_dir``)."""
     if "run_dir" not in record:

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import types
 
 import keras
 import numpy as np
@@ -83,6 +84,7 @@ def test_final_student_is_the_chosen_setting_and_best_validation_seed(tiny, arti
     records = pipeline.repeat(profile, manifest, teacher, temperature=3.0, alpha=0.5)
     pipeline.save_choice(profile, "temperature", 3.0)
     pipeline.save_choice(profile, "alpha", 0.5)
+    pipeline.save_choice(profile, "scale_by_t2", False)
     best = max(records, key=lambda r: r["best_val_accuracy"])
     found = pipeline.final_student_path(profile, manifest=manifest, teacher=teacher)
     assert str(found) == os.path.join(best["run_dir"], "best.keras")
@@ -202,11 +204,49 @@ def test_a_later_notebook_alone_makes_the_choice_it_needs(tiny, artifacts, capsy
     chosen = pipeline.settings_for(profile, manifest, teacher)
     out = capsys.readouterr().out
     assert "running the sweep of notebook 04 now" in out
-    assert chosen["temperature"] in (3.0, 10.0) and chosen["alpha"] in (0.1, 0.5)
-    assert out.count("test acc") == 4 and "[2/2]" in out and "run(s) left" in out  # one progress line per run
+    assert chosen["temperature"] in (3.0, 10.0) and chosen["alpha"] in (0.1, 0.5) and chosen["scale_by_t2"] in (0, 1)
+    # two loss forms x two temperatures, then two alphas (one of them a run of the T sweep, loaded):
+    # one progress line per run
+    assert out.count("test acc") == 6 and "[4/4]" in out and "[2/2]" in out and "run(s) left" in out
     assert pipeline.settings_for(profile, manifest, teacher) == chosen  # saved: no sweep the second time
     assert "running the sweep" not in capsys.readouterr().out
     keras.utils.set_random_seed(5)
     other = models.build_dsnet(32)
     with pytest.raises(pipeline.MissingStepError, match="another teacher"):
         pipeline.chosen_settings(profile, manifest, other)
+
+
+def test_the_loss_form_and_temperature_are_chosen_together_on_validation(monkeypatch, artifacts):
+    """Notebook 04 sweeps T with equation (5) and with T^2, takes the (form, T) of
+    best mean validation accuracy, then alpha at that setting; the test split plays no part."""
+    profile = config.get_profile("smoke", temperatures=(3.0, 10.0), alphas=(0.1, 0.5))
+    val = {(False, 3.0): 0.70, (False, 10.0): 0.72, (True, 3.0): 0.71, (True, 10.0): 0.80}
+    calls = []
+
+    def fake_sweep(profile, manifest, teacher, *, temperatures=None, alphas=None, temperature=None,
+                   scale_by_t2=False, **_):
+        calls.append((temperatures, alphas, temperature, scale_by_t2))
+        if temperatures:
+            return {t: [{"best_val_accuracy": val[(scale_by_t2, t)], "test": {"accuracy": 1 - val[(scale_by_t2, t)]}}]
+                    for t in temperatures}
+        return {a: [{"best_val_accuracy": 0.6 + a, "test": {"accuracy": 0.0}}] for a in alphas}
+
+    monkeypatch.setattr(pipeline, "sweep", fake_sweep)
+    manifest = types.SimpleNamespace(content_hash="m" * 64)
+    teacher = types.SimpleNamespace(kd_run_key="t" * 16)
+    choice = pipeline.choose_settings(profile, manifest, teacher)
+    assert (choice["scale_by_t2"], choice["temperature"], choice["alpha"]) == (True, 10.0, 0.5)
+    assert list(choice["by_temperature"]) == ["paper eq. (5)", "eq. (5) with T^2"]
+    assert calls[-1] == (None, (0.1, 0.5), 10.0, True)  # alpha at the chosen form and T
+    assert pipeline.chosen_settings(profile, manifest, teacher) == {"temperature": 10.0, "alpha": 0.5,
+                                                                    "scale_by_t2": True}
+    assert pipeline.describe_settings(choice) == "T = 10, alpha = 0.5, eq. (5) with T^2"
+
+
+def test_at_temperature_one_both_loss_forms_are_one_run():
+    profile = config.get_profile("smoke")
+    plain = pipeline._student_run(profile, "m" * 64, "t" * 16, temperature=1.0, alpha=0.1)
+    scaled = pipeline._student_run(profile, "m" * 64, "t" * 16, temperature=1.0, alpha=0.1, scale_by_t2=True)
+    assert plain[0] == scaled[0] and scaled[2]["scale_by_t2"] is False
+    at_ten = pipeline._student_run(profile, "m" * 64, "t" * 16, temperature=10.0, alpha=0.1, scale_by_t2=True)
+    assert at_ten[0] != pipeline._student_run(profile, "m" * 64, "t" * 16, temperature=10.0, alpha=0.1)[0]
