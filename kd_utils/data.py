@@ -40,8 +40,6 @@ import concurrent.futures
 import dataclasses
 import hashlib
 import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -211,20 +209,15 @@ def _sample_candidates(root: Path, report: Report) -> list[Candidate]:
 
 
 def download_isic(out_dir, search: str = "benign_malignant:benign OR benign_malignant:malignant", limit: int = 10000):
-    """Download ISIC Archive images and metadata.csv with ``isic-cli``.
+    """Download ISIC Archive images and metadata.csv with ``isic-cli``
+    (:func:`kd_utils.download.download_isic`, which tells what it found).
 
     Needs network (run it on Colab) and ``pip install isic-cli``. Returns the
     folder, ready for ``build_manifest("isic", out_dir)``.
     """
-    exe = shutil.which("isic")
-    if exe is None:
-        raise DataError("The `isic` command is missing: `pip install isic-cli`, then run this again.")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [exe, "image", "download", "--search", search, "--limit", str(limit), str(out_dir)], check=True
-    )
-    return out_dir
+    from .download import download_isic as fetch
+
+    return fetch(out_dir, search, limit, force=True).folder
 
 
 # --------------------------------------------------------------------------- validation
