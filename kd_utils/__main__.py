@@ -17,15 +17,23 @@
     classes. Images under 32 px on a side or more elongated than 4:1 are
     refused (training excludes them); EXIF orientation is applied.
     A research tool, not a diagnostic device.
+``python -m kd_utils download [--source kaggle|isic] [--out DIR] [--limit N] [--force]``
+    The paper profile's images: the public Kaggle dataset (default; needs
+    ``pip install kagglehub``, no account) copied to
+    ``data/melanoma_cancer_dataset/{train,test}/{benign,malignant}`` and its
+    image counts checked, or ISIC Archive images (``isic-cli``; ``--limit``,
+    default 10000) in ``data/isic/``. Needs network; skipped when complete.
 ``python -m kd_utils benchmark [--out DIR] [--runs N] [--quick]``
     Size, FLOPs, latency and throughput of DSNet and larger models on this
     machine, and what precomputed teacher logits save in training.
 
 Exit codes: 0 everything done; 1 some inputs failed (``predict``: the others
-are still printed); 2 usage error - a bad option, value, path or environment
+are still printed; ``download``: the images are in place but their counts
+differ from the published dataset's); 2 usage error - a bad option, value, path or environment
 variable (``KD_PROFILE``, ``KD_ARTIFACTS``, ``KD_DATA_DIR``), a damaged or
 unsuitable model, an earlier step's output missing, a run that another
-process is writing or a saved manifest that was damaged - said in one line
+process is writing, a saved manifest that was damaged, or a download that
+cannot be done (no network, no kagglehub or isic-cli, Kaggle refused) - said in one line
 on stderr, nothing done; 3 internal error (a traceback is printed: a bug, or a
 notebook or training run that raised); 130 interrupted (Ctrl-C). Arguments
 and environment are checked before TensorFlow is imported.
@@ -331,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     profiles = list(config.PROFILE_NAMES)
     parser = _Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                                help="reproduce, quickstart, export, predict or benchmark")
+                                help="reproduce, quickstart, export, predict, benchmark or download")
     rep = sub.add_parser("reproduce", help="run the notebooks in order and collect tables and figures")
     rep.add_argument("--profile", choices=profiles, default=None,
                      help="default: $KD_PROFILE, else paper with a GPU and the real data, else cpu")
@@ -368,7 +376,27 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", default=None, help="folder for benchmark.md/.csv/.png (default: results/benchmark)")
     bench.add_argument("--runs", type=_count(1), default=None, help="timed batch-1 calls per model (default 50)")
     bench.add_argument("--quick", action="store_true", help="tiny sizes and counts: checks that it runs, numbers meaningless")
+    down = sub.add_parser("download", help="fetch the paper profile's images (Kaggle dataset or ISIC Archive)")
+    down.add_argument("--source", choices=["kaggle", "isic"], default="kaggle",
+                      help="kaggle: the Melanoma Skin Cancer Dataset of 10000 Images (default); isic: isic-cli")
+    down.add_argument("--out", default=None,
+                      help="folder (default: data/melanoma_cancer_dataset, or data/isic; under $KD_DATA_DIR)")
+    down.add_argument("--limit", type=_count(1), default=None, help="isic only: at most this many images (default 10000)")
+    down.add_argument("--force", action="store_true", help="fetch again even when the folder is complete")
     return parser
+
+
+def download_data(source: str, out: str | None, limit: int | None, force: bool) -> int:
+    """``download``: fetch, then say where and how many; 1 when the counts differ."""
+    from .download import download
+
+    options = {"limit": limit} if limit is not None else {}
+    result = download(source, out, force=force, **options)
+    print(result.summary())
+    if not result.ok:
+        print(f"error: {'; '.join(result.problems)} (see above)", file=sys.stderr)
+        return EXIT_SOME_FAILED
+    return EXIT_OK
 
 
 def _run(args) -> int:
@@ -393,6 +421,13 @@ def _run(args) -> int:
         return export(args.model, args.quantize, args.profile, args.out, args.calibration)
     if args.command == "predict":
         return predict(args.paths, args.model, args.profile, args.output)
+    if args.command == "download":
+        check_folder_env("KD_DATA_DIR", config.data_dir())
+        if args.out:
+            _check_folder(Path(args.out), f"--out {args.out}")
+        if args.limit is not None and args.source != "isic":
+            raise UsageError("--limit applies to --source isic only (the Kaggle dataset comes whole)")
+        return download_data(args.source, args.out, args.limit, args.force)
     if args.command == "benchmark":
         if args.out:
             _check_folder(Path(args.out), f"--out {args.out}")

@@ -110,6 +110,10 @@ PRETRAINED_STUDENTS = (
 )
 
 
+#: ``Profile.split``: re-split the pooled images, or keep the dataset's own folders.
+SPLIT_MODES = ("pooled", "folders")
+
+
 @dataclasses.dataclass(frozen=True)
 class Profile:
     """Every knob a run depends on. Frozen: derive variants with ``replace``."""
@@ -141,8 +145,15 @@ class Profile:
     backbone_student_epochs: int = 20
     #: Fraction of the training split held out for validation.
     val_fraction: float = 0.2
-    #: Fraction of the data used for test when the source has no own split.
+    #: Fraction of the data used for test when the split is made here (``split``).
     test_fraction: float = 0.3
+    #: What happens to a source that brings its own train/test folders (the
+    #: Kaggle set): ``"pooled"`` pools every image and re-splits them,
+    #: stratified and seeded, ``test_fraction`` for test (the paper's 70/30:
+    #: 6,996 / 3,000 of 9,996); ``"folders"`` keeps the dataset's own folders.
+    #: Sources without their own split (synthetic, isic, sample, a flat
+    #: folder) are split stratified either way.
+    split: str = "pooled"
     seed: int = 10
     #: Seeds of the repeated student runs: every table reports their mean and
     #: standard deviation. ``seed`` above fixes the data split and the teacher.
@@ -196,6 +207,10 @@ class Profile:
                              f"got {self.teacher_pretrain_per_class!r}.")
         if self.teacher_bn_momentum is not None and not 0.0 < self.teacher_bn_momentum < 1.0:
             raise ValueError(f"teacher_bn_momentum must lie in (0, 1) or be None, got {self.teacher_bn_momentum!r}.")
+        if self.split not in SPLIT_MODES:
+            raise ValueError(f"split must be one of {', '.join(map(repr, SPLIT_MODES))} (pooled: re-split all images "
+                             f"70/30 as the paper; folders: keep the dataset's own train/test folders), "
+                             f"got {self.split!r}.")
 
     def replace(self, **changes) -> "Profile":
         return dataclasses.replace(self, **changes)
@@ -219,6 +234,7 @@ PROFILES: dict[str, Profile] = {
         synthetic_per_class=5000,
         seeds=(10, 11, 12),
         alphas=(0.1, 0.3, 0.5),
+        split="pooled",  # the paper's 70/30 re-split of all images, not the Kaggle folders
     ),
     "cpu": Profile(
         name="cpu",

@@ -26,9 +26,12 @@ Rules applied to every file:
   when the source brings its own train/test split, test images that
   duplicate a training image are removed from test.
 
-Splits: the source's own train/test when it has one, else a stratified
-``test_fraction`` (0.3, as the paper) test split; validation is a
-stratified ``val_fraction`` (0.2) of train. All seeded.
+Splits: a stratified ``test_fraction`` (0.3, as the paper) test split made
+here, duplicate groups kept whole; a source with its own train/test folders
+keeps them with ``split="folders"`` and is pooled and re-split like the
+others with ``split="pooled"`` (the paper's way, the ``paper`` profile's
+choice). Validation is a stratified ``val_fraction`` (0.2) of train. All
+seeded.
 """
 
 from __future__ import annotations
@@ -37,8 +40,6 @@ import concurrent.futures
 import dataclasses
 import hashlib
 import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -208,20 +209,15 @@ def _sample_candidates(root: Path, report: Report) -> list[Candidate]:
 
 
 def download_isic(out_dir, search: str = "benign_malignant:benign OR benign_malignant:malignant", limit: int = 10000):
-    """Download ISIC Archive images and metadata.csv with ``isic-cli``.
+    """Download ISIC Archive images and metadata.csv with ``isic-cli``
+    (:func:`kd_utils.download.download_isic`, which tells what it found).
 
     Needs network (run it on Colab) and ``pip install isic-cli``. Returns the
     folder, ready for ``build_manifest("isic", out_dir)``.
     """
-    exe = shutil.which("isic")
-    if exe is None:
-        raise DataError("The `isic` command is missing: `pip install isic-cli`, then run this again.")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [exe, "image", "download", "--search", search, "--limit", str(limit), str(out_dir)], check=True
-    )
-    return out_dir
+    from .download import download_isic as fetch
+
+    return fetch(out_dir, search, limit, force=True).folder
 
 
 # --------------------------------------------------------------------------- validation
@@ -410,6 +406,13 @@ class Manifest:
             raise ValueError(f"Unknown split {name!r}; expected one of {SPLITS}.")
         return self.frame[self.frame.split == name].reset_index(drop=True)
 
+    @property
+    def split_mode(self) -> str | None:
+        """``"pooled"`` or ``"folders"`` (see :func:`build_manifest`) for a source
+        with its own train/test folders - manifests saved before the choice
+        existed kept the folders - and None for a source split here in any case."""
+        return self.info.get("split") or ("folders" if self.info.get("own_split") else None)
+
     def count_dict(self) -> dict:
         """:meth:`counts` as ``{split: {class or "total": n}}`` (what ``manifest.json`` stores)."""
         return {split: {name: int(n) for name, n in row.items()} for split, row in self.counts().iterrows()}
@@ -521,15 +524,28 @@ def build_manifest(
     work_dir=None,
     synthetic_per_class: int = 1000,
     remove_test_duplicates: bool = True,
+    split: str = "folders",
 ) -> Manifest:
     """Validate a source's files, remove duplicates, split; see the module docstring.
 
     ``remove_test_duplicates=False`` keeps test images of a source's own split
     that (near-)duplicate a training image, noted in the report, so that the
     leak can be measured; :func:`leakage_audit` then lists them.
+
+    ``split`` decides what happens to a source's own train/test folders:
+    ``"folders"`` keeps them, ``"pooled"`` pools their images and splits them
+    here (stratified ``test_fraction``, duplicate groups whole). The choice is
+    stored as ``info["split"]`` when the source has such folders; a source
+    without them is split here either way and its manifest does not change.
     """
+    split_mode = split  # the name ``split`` is the split column below
+    if split_mode not in config.SPLIT_MODES:
+        raise ValueError(f"split must be one of {', '.join(map(repr, config.SPLIT_MODES))}, got {split_mode!r}.")
     report = Report()
     candidates, root = _candidates(source, root, image_size, seed, synthetic_per_class, report)
+    has_own_split = any(c.split is not None for c in candidates)
+    if split_mode == "pooled" and has_own_split:
+        candidates = [dataclasses.replace(c, split=None) for c in candidates]
     work_dir = Path(work_dir) if work_dir else config.data_dir() / "converted"
     checked = _check_all(candidates, work_dir, min_side, image_size)
     for item in checked:
@@ -596,6 +612,8 @@ def build_manifest(
                            + duplicates["near_removed_from_test"]},
         },
     )
+    if has_own_split:
+        manifest.info["split"] = split_mode
     _check_splits(manifest)
     manifest.info["content_hash"] = manifest.content_hash
     return manifest

@@ -21,13 +21,23 @@ from .distillation import Distiller, SoftKLDivergence
 
 
 def prepare_data(profile: config.Profile, root=None, rebuild: bool = False) -> data.Manifest:
-    """The profile's validated manifest, built once and stored in the artifacts folder."""
+    """The profile's validated manifest, built once and stored in the artifacts folder.
+
+    A saved manifest whose split (``profile.split``: the dataset's own
+    folders kept, or pooled and re-split) is not the profile's is rebuilt.
+    """
     folder = config.artifacts_dir(profile) / "data"
     if not rebuild and (folder / "manifest.csv").is_file():
         try:
-            return data.Manifest.load(folder)
+            saved = data.Manifest.load(folder)
         except data.DataError as err:
             storage.notice(f"{err} Rebuilding it now.")
+        else:
+            used = saved.split_mode
+            if used is None or used == profile.split:
+                return saved
+            storage.notice(f"The saved manifest in {folder} uses split {used!r}, the profile {profile.name!r} "
+                           f"asks for {profile.split!r}. Rebuilding it now.")
     manifest = data.build_manifest(
         profile.data_source,
         root,
@@ -38,6 +48,7 @@ def prepare_data(profile: config.Profile, root=None, rebuild: bool = False) -> d
         synthetic_per_class=profile.synthetic_per_class,
         work_dir=folder / "converted",
         remove_test_duplicates=profile.remove_test_duplicates,
+        split=profile.split,
     )
     manifest.save(folder)
     return manifest

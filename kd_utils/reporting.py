@@ -1,7 +1,8 @@
 """Run records -> tables, and the paper's own numbers as data to compare with.
 
-Every table written here carries the profile, data source and hardware it
-came from in its title, so a number never travels without its context.
+Every table written here carries the profile, data source, split and
+hardware it came from in its title, so a number never travels without its
+context.
 """
 
 from __future__ import annotations
@@ -85,10 +86,40 @@ def hardware() -> str:
     return f"CPU ({os.cpu_count()} cores, {platform.machine()})"
 
 
-def label(profile, source: str) -> str:
-    """``profile cpu | data synthetic | CPU (2 cores) | 2026-11-25``"""
+def split_label(profile, source) -> str:
+    """How the data were split, for a table label: ``split pooled 70/30`` (a
+    dataset's own train/test folders pooled and re-split, the paper's way),
+    ``split dataset folders`` (its own folders kept) or ``split stratified
+    70/30`` (a source without folders of its own, split here).
+
+    ``source`` is a :class:`~kd_utils.data.Manifest` (the split it records) or
+    a source name (then the profile's ``split`` applies to the ``folder``
+    source, which has train/test folders in its usual layout).
+    """
+    from . import config
+
+    known = profile if isinstance(profile, config.Profile) else config.PROFILES.get(profile)
+    test = known.test_fraction if known is not None else 0.3
+    if hasattr(source, "split_mode"):  # a Manifest
+        mode = source.split_mode
+        test = source.info.get("test_fraction", test)
+    else:
+        mode = known.split if known is not None and source == "folder" else None
+    if mode == "folders":
+        return "split dataset folders"
+    ratio = f"{round(100 * (1 - test))}/{round(100 * test)}"
+    return f"split {'pooled' if mode == 'pooled' else 'stratified'} {ratio}"
+
+
+def label(profile, source) -> str:
+    """``profile cpu | data synthetic | split stratified 70/30 | CPU (2 cores) | 2026-11-25``
+
+    ``source``: a manifest, or its source name (see :func:`split_label`).
+    """
     name = profile if isinstance(profile, str) else profile.name
-    return f"profile {name} | data {source} | {hardware()} | {datetime.date.today().isoformat()}"
+    source_name = getattr(source, "source", source)
+    return (f"profile {name} | data {source_name} | {split_label(profile, source)} | {hardware()} | "
+            f"{datetime.date.today().isoformat()}")
 
 
 def runs_of(value) -> list[dict]:
