@@ -337,7 +337,7 @@ def estimate(profile: config.Profile, steps: int = 3, warmup: int = 1, chosen: d
               f"{profile.image_size} px, random images, after {max(warmup, 1)} warm-up step(s)), plus "
               f"{RUN_OVERHEAD_S:g} s per run")
     if untimed:
-        method += f"; not timed, scaled from the {reference}'s time by FLOPs: {', '.join(untimed)}"
+        method += f"; not timed, scaled from {reference}'s time by FLOPs: {', '.join(untimed)}"
     return _summarise(profile, runs, sizes, where, per_run, method, reporting.hardware(), models_)
 
 
@@ -358,11 +358,12 @@ def report(result: dict, plan: list[dict] | None = None) -> str:
     for book, row in result["notebooks"].items():
         lines.append(f"| {NOTEBOOK_NAMES.get(book, book)} | {row['runs']} | {row['hours']:.2f} |")
     lines.append(f"| **total** | **{result['runs']}** | **{result['hours']:.1f}** |")
-    lines += ["", "| model | GFLOPs per image | s per training step |", "|---|---:|---:|"]
+    timed = any("step_s" in m for m in result["models"].values())
+    lines += ["", "| model | GFLOPs per image |" + (" s per training step |" if timed else ""),
+              "|---|---:|" + ("---:|" if timed else "")]
     for name, m in result["models"].items():
-        step = m.get("step_s")
-        shown = "" if step is None else f"{step:.3f}" + ("" if m.get("timed", True) else " (scaled)")
-        lines.append(f"| {name} | {m['gflops_per_image']:.3f} | {shown} |")
+        step = "" if not timed else f" {m['step_s']:.3f}" + ("" if m["timed"] else " (scaled)") + " |"
+        lines.append(f"| {name} | {m['gflops_per_image']:.3f} |{step}")
     lines += ["", f"Seeds {', '.join(map(str, result['seeds']))}; large students {', '.join(result['students'])}; "
               f"{result['train_images']:,} training images ({result['split_sizes_from']}).",
               f"An estimate, not a measurement: {result['method']}."]
