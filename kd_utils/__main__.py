@@ -1,10 +1,17 @@
 """Command line.
 
-``python -m kd_utils reproduce [--profile paper|cpu|smoke] [--only 01 02 ...] [--seeds 10 11] [--mixed-precision]``
+``python -m kd_utils reproduce [--profile paper|cpu|smoke|colab] [--only 01 02 ...] [--seeds 10 11] [--mixed-precision] [--jit] [--students NAME ...]``
     Runs the notebooks in order with papermill; executed copies, tables
     (markdown + CSV) and figures (PNG) go to ``results/<profile>/``.
     ``--only`` takes notebook prefixes (``01`` ... ``07``); an unknown prefix
-    or an empty list is refused.
+    or an empty list is refused. ``--seeds``, ``--mixed-precision``,
+    ``--jit`` (XLA) and ``--students`` (the large students of Table 2;
+    EfficientNetB0 among them) override the profile in every notebook.
+``python -m kd_utils estimate [--profile ...] [--flops] [--steps N] [--json] [same overrides as reproduce]``
+    Every training run notebooks 02-07 make for the profile and how many
+    hours they take: timed from ``--steps`` training steps per model on this
+    machine (on a CPU DSNet alone, the others scaled by FLOPs), or with
+    ``--flops`` from FLOPs and an assumed T4 throughput. An estimate.
 ``python -m kd_utils quickstart [--profile ...]``
     Data, teacher and distilled DSNet without notebooks; prints the metrics.
 ``python -m kd_utils export MODEL --format tflite --quantize none|dynamic|int8|all [--calibration DIR]``
@@ -176,8 +183,15 @@ def _check_calibration(folder: str, wanted: list[str]) -> Path:
 # --------------------------------------------------------------------------- commands
 
 
+def check_students(students: list[str] | None) -> None:
+    """``--students`` must keep EfficientNetB0 (Table 5 compares it with DSNet)."""
+    if students is not None and "EfficientNetB0" not in students:
+        raise UsageError(f"--students {' '.join(students)}: EfficientNetB0 must be among them (Table 5 compares it "
+                         "with DSNet), e.g. --students MobileNet EfficientNetB0")
+
+
 def reproduce(profile_name: str | None, only: list[str] | None = None, seeds: list[int] | None = None,
-              mixed_precision: bool = False) -> int:
+              mixed_precision: bool = False, jit: bool = False, students: list[str] | None = None) -> int:
     from . import config
 
     books = select_notebooks(only)
@@ -186,7 +200,7 @@ def reproduce(profile_name: str | None, only: list[str] | None = None, seeds: li
     if profile_name is None:
         profile_name, why = config.auto_profile()
         print(f"Profile {profile_name}: {why}.")
-    profile = config.notebook_profile(profile_name, tuple(seeds or ()), mixed_precision)
+    profile = config.notebook_profile(profile_name, tuple(seeds or ()), mixed_precision, jit, tuple(students or ()))
     out_dir = config.results_dir(profile) / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -197,7 +211,8 @@ def reproduce(profile_name: str | None, only: list[str] | None = None, seeds: li
             str(book),
             str(out_dir / book.name),
             parameters={"PROFILE": profile.name, "SEEDS": ",".join(map(str, seeds or ())),
-                        "MIXED_PRECISION": bool(mixed_precision)},
+                        "MIXED_PRECISION": bool(mixed_precision), "JIT": bool(jit),
+                        "STUDENTS": ",".join(students or ())},
             cwd=str(book.parent),
             progress_bar=sys.stderr.isatty(),
         )
@@ -210,6 +225,43 @@ def reproduce(profile_name: str | None, only: list[str] | None = None, seeds: li
         print("Beyond the paper (KD gain, ablation, calibration, leakage; notebook 07): " + ", ".join(beyond))
     print(f"Tables, figures and executed notebooks: {config.results_dir(profile)}")
     return EXIT_OK
+
+
+def estimate(profile_name: str | None, flops: bool, steps: int, warmup: int, as_json: bool, seeds=None,
+             mixed_precision: bool = False, jit: bool = False, students=None) -> int:
+    """Print the runs of notebooks 02-07 and their hours (see :mod:`kd_utils.estimate`)."""
+    from . import config
+
+    overrides = {"seeds": tuple(seeds)} if seeds else {}
+    overrides.update({"mixed_precision": True} if mixed_precision else {})
+    overrides.update({"jit_compile": True} if jit else {})
+    overrides.update({"students": tuple(students)} if students else {})
+    profile = config.get_profile(profile_name, **overrides)
+    from . import estimate as est  # TensorFlow from here on
+
+    log = None if as_json else (lambda line: print(line, file=sys.stderr, flush=True))
+    result = est.flop_estimate(profile) if flops else est.estimate(profile, steps=steps, warmup=warmup, log=log)
+    if as_json:
+        import json
+
+        print(json.dumps(result, indent=2))
+    else:
+        print(est.report(result, est.plan_table(profile)))
+    return EXIT_OK
+
+
+def _add_overrides(parser, what: str) -> None:
+    """The profile overrides ``reproduce`` and ``estimate`` share."""
+    from . import config
+
+    parser.add_argument("--seeds", nargs="+", type=_count(0), metavar="SEED",
+                        help="student seeds instead of the profile's, e.g. --seeds 10 (fewer runs)")
+    parser.add_argument("--mixed-precision", action="store_true",
+                        help=f"float16 compute on a GPU ({what}; ignored on a CPU)")
+    parser.add_argument("--jit", action="store_true", help=f"compile training steps with XLA on a GPU ({what})")
+    parser.add_argument("--students", nargs="+", choices=config.PRETRAINED_STUDENTS, metavar="NAME",
+                        help="the large students of Table 2 instead of the profile's, EfficientNetB0 among them: "
+                             + ", ".join(config.PRETRAINED_STUDENTS))
 
 
 def _tflite_name(quantize: str) -> str:
@@ -339,15 +391,20 @@ def build_parser() -> argparse.ArgumentParser:
     profiles = list(config.PROFILE_NAMES)
     parser = _Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                                help="reproduce, quickstart, export, predict, benchmark or download")
+                                help="reproduce, estimate, quickstart, export, predict, benchmark or download")
     rep = sub.add_parser("reproduce", help="run the notebooks in order and collect tables and figures")
     rep.add_argument("--profile", choices=profiles, default=None,
                      help="default: $KD_PROFILE, else paper with a GPU and the real data, else cpu")
     rep.add_argument("--only", nargs="*", metavar="PREFIX", help="notebook prefixes to run, e.g. 01 02")
-    rep.add_argument("--seeds", nargs="+", type=_count(0), metavar="SEED",
-                     help="student seeds instead of the profile's, e.g. --seeds 10 (fewer runs)")
-    rep.add_argument("--mixed-precision", action="store_true",
-                     help="float16 compute on a GPU (recorded in every run; ignored on a CPU)")
+    _add_overrides(rep, "recorded in every run")
+    est = sub.add_parser("estimate", help="the runs of notebooks 02-07 and how many hours they take (an estimate)")
+    est.add_argument("--profile", choices=profiles, default=None, help="default: $KD_PROFILE or cpu")
+    est.add_argument("--flops", action="store_true",
+                     help="by FLOPs and an assumed T4 throughput, no timing (no GPU needed)")
+    est.add_argument("--steps", type=_count(1), default=3, help="timed training steps per model (default 3)")
+    est.add_argument("--warmup", type=_count(1), default=1, help="untimed steps before them (default 1)")
+    est.add_argument("--json", action="store_true", help="the estimate as one JSON document on stdout")
+    _add_overrides(est, "as the runs would")
     quick = sub.add_parser("quickstart", help="data, teacher and distilled DSNet; prints test metrics")
     quick.add_argument("--profile", choices=profiles, default=None, help="default: $KD_PROFILE or cpu")
     quick.add_argument("--teacher-epochs", type=_count(1), default=None)
@@ -402,7 +459,7 @@ def download_data(source: str, out: str | None, limit: int | None, force: bool) 
 def _run(args) -> int:
     from . import config
 
-    uses_profile = args.command in ("reproduce", "quickstart", "export") or (
+    uses_profile = args.command in ("reproduce", "quickstart", "export", "estimate") or (
         args.command == "predict" and not args.model)
     if uses_profile and args.profile is None:
         check_profile_env()
@@ -416,7 +473,12 @@ def _run(args) -> int:
         select_notebooks(args.only)
         if importlib.util.find_spec("papermill") is None:
             raise UsageError("reproduce needs papermill: pip install -e '.[notebooks]' (or pip install papermill)")
-        return reproduce(args.profile, args.only, args.seeds, args.mixed_precision)
+        check_students(args.students)
+        return reproduce(args.profile, args.only, args.seeds, args.mixed_precision, args.jit, args.students)
+    if args.command == "estimate":
+        check_students(args.students)
+        return estimate(args.profile, args.flops, args.steps, args.warmup, args.json, args.seeds,
+                        args.mixed_precision, args.jit, args.students)
     if args.command == "export":
         return export(args.model, args.quantize, args.profile, args.out, args.calibration)
     if args.command == "predict":

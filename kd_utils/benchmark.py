@@ -123,7 +123,7 @@ def _layer_flops(layer) -> tuple[int, int]:
     if isinstance(layer, layers.Activation):
         return 0, extra
     free = (layers.InputLayer, layers.Flatten, layers.Reshape, layers.Dropout, layers.SpatialDropout2D,
-            layers.ZeroPadding2D, layers.Cropping2D, layers.ReLU, layers.Permute)
+            layers.ZeroPadding2D, layers.Cropping2D, layers.ReLU, layers.Permute, layers.Concatenate)
     if isinstance(layer, free):
         return 0, 0
     raise ValueError(f"No FLOP rule for layer {layer.name!r} of type {name}; add one to kd_utils.benchmark.")

@@ -1,9 +1,11 @@
 """Run profiles and paths.
 
-Three profiles share one code path and differ only in scale:
+Four profiles share one code path and differ only in scale:
 
 * ``paper`` - Colab GPU, the real ISIC images, 224 px, ImageNet weights and
   the paper's epochs and sweeps.
+* ``colab`` - ``paper`` cut to fit one Colab T4 session (:data:`COLAB_CHANGES`
+  says exactly what differs).
 * ``cpu``   - a laptop without GPU: bundled synthetic data, small images, no
   pretrained weights, a few epochs.
 * ``smoke`` - continuous integration: the smallest run that still exercises
@@ -11,7 +13,7 @@ Three profiles share one code path and differ only in scale:
 
 Environment variables (read when a profile is resolved, never at import):
 
-* ``KD_PROFILE``   - default profile name (``paper``, ``cpu`` or ``smoke``).
+* ``KD_PROFILE``   - default profile name (``paper``, ``cpu``, ``smoke`` or ``colab``).
 * ``KD_DATA_DIR``  - where datasets are downloaded / generated
   (default ``<root>/data``).
 * ``KD_ARTIFACTS`` - where models, logs and records go
@@ -97,7 +99,7 @@ def sample_dir() -> Path:
     )
 
 
-PROFILE_NAMES = ("paper", "cpu", "smoke")
+PROFILE_NAMES = ("paper", "cpu", "smoke", "colab")
 
 #: The six keras.applications students of the paper's Table 2.
 PRETRAINED_STUDENTS = (
@@ -289,6 +291,28 @@ PROFILES: dict[str, Profile] = {
 }
 
 
+#: What the ``colab`` profile changes in ``paper``, and nothing else, so that
+#: every notebook fits one Colab T4 session (about 10 h; ``python -m kd_utils
+#: estimate --profile colab --flops`` gives about 6.5 h against 24 h for
+#: ``paper`` in float32):
+#:
+#: * ``mixed_precision`` - float16 compute with float32 variables and loss
+#:   scaling on the GPU (the paper trained in float32);
+#: * ``seeds`` - two seeds (10, 11) of every student run instead of three:
+#:   means and intervals over two runs;
+#: * ``temperatures`` - Table 1 without T = 7, 70 and 90 (the paper's
+#:   1, 3, 5, 10, 20, 50 and 100 stay).
+#:
+#: Data, image size, weights, epochs, batch sizes, alphas and the six
+#: students are the paper's.
+COLAB_CHANGES = {
+    "mixed_precision": True,
+    "seeds": (10, 11),
+    "temperatures": (1, 3, 5, 10, 20, 50, 100),
+}
+PROFILES["colab"] = PROFILES["paper"].replace(name="colab", **COLAB_CHANGES)
+
+
 def get_profile(name: str | None = None, **overrides) -> Profile:
     """The profile ``name``, else ``$KD_PROFILE``, else ``cpu``; with overrides."""
     name = name or os.environ.get("KD_PROFILE") or "cpu"
@@ -320,20 +344,36 @@ def auto_profile() -> tuple[str, str]:
     return "cpu", ", ".join(missing) + " (see data/README.md)"
 
 
-def notebook_profile(name: str | None = "auto", seeds: str | tuple = "", mixed_precision: bool = False) -> Profile:
+def _names(value: str | tuple) -> tuple[str, ...]:
+    """``"a, b"`` or ``("a", "b")`` as a tuple of stripped, non-empty strings."""
+    parts = value.split(",") if isinstance(value, str) else value
+    return tuple(str(p).strip() for p in parts if str(p).strip())
+
+
+def notebook_profile(name: str | None = "auto", seeds: str | tuple = "", mixed_precision: bool = False,
+                     jit: bool = False, students: str | tuple = "") -> Profile:
     """The profile a notebook's parameters cell asks for: ``"auto"`` (or None)
     chooses as :func:`auto_profile` and prints why; ``seeds`` ("10,11" or a
-    tuple; empty: the profile's) and ``mixed_precision`` override the profile."""
+    tuple; empty: the profile's), ``mixed_precision``, ``jit`` (XLA) and
+    ``students`` (large students of Table 2, "MobileNet,EfficientNetB0" or a
+    tuple; empty: the profile's) override the profile. Overrides are printed."""
     if name in (None, "", "auto"):
         name, why = auto_profile()
         print(f"profile {name}: {why}")
     overrides = {}
     if seeds:
-        parts = seeds.split(",") if isinstance(seeds, str) else seeds
-        overrides["seeds"] = tuple(int(s) for s in parts if str(s).strip())
+        overrides["seeds"] = tuple(int(s) for s in _names(seeds))
     if mixed_precision:
         overrides["mixed_precision"] = True
-    return get_profile(name, **overrides)
+    if jit:
+        overrides["jit_compile"] = True
+    if students:
+        overrides["students"] = _names(students)
+    profile = get_profile(name, **overrides)
+    if overrides:
+        shown = {k: ", ".join(map(str, v)) if isinstance(v, tuple) else "on" for k, v in overrides.items()}
+        print(f"profile {profile.name} with " + "; ".join(f"{k} {v}" for k, v in shown.items()))
+    return profile
 
 
 def _resolve(value: str | os.PathLike | None, default: Path) -> Path:

@@ -128,3 +128,24 @@ def test_the_wheel_carries_the_sample_as_kd_utils_sample():
     assert setuptools["package-dir"]["kd_utils.sample"] == "data/sample"
     assert "labels.csv" in setuptools["package-data"]["kd_utils.sample"]
     assert config.installed_sample_dir() == config.repo_root() / "kd_utils" / "sample"
+
+
+def test_colab_is_paper_with_exactly_the_documented_changes():
+    paper, colab = config.get_profile("paper"), config.get_profile("colab")
+    differ = {f.name for f in dataclasses.fields(config.Profile) if getattr(paper, f.name) != getattr(colab, f.name)}
+    assert differ == {"name", *config.COLAB_CHANGES}
+    assert all(getattr(colab, k) == v for k, v in config.COLAB_CHANGES.items())
+    assert set(colab.temperatures) < set(paper.temperatures) and set(colab.seeds) < set(paper.seeds)
+    assert colab.mixed_precision and not paper.mixed_precision
+    assert "colab" in config.PROFILE_NAMES and config.artifacts_dir(colab).name == "colab"
+
+
+def test_notebook_parameters_override_jit_and_students(capsys):
+    profile = config.notebook_profile("smoke", "", False, True, "EfficientNetB0")
+    assert profile.jit_compile is True and profile.students == ("EfficientNetB0",)
+    assert "jit_compile on; students EfficientNetB0" in capsys.readouterr().out
+    profile = config.notebook_profile("cpu", (), False, False, ("MobileNet", " EfficientNetB0"))
+    assert profile.students == ("MobileNet", "EfficientNetB0") and profile.jit_compile is False
+    assert config.notebook_profile("cpu").students == config.PRETRAINED_STUDENTS
+    with pytest.raises(ValueError, match="EfficientNetB0 among them"):
+        config.notebook_profile("cpu", students="MobileNet")

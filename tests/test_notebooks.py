@@ -42,12 +42,14 @@ def test_notebook_structure(path):
     assert cells[0]["metadata"].get("tags") == ["parameters"]
     params = "".join(cells[0]["source"])
     for form_field in ('PROFILE = "auto"  #@param', "USE_DRIVE = False  #@param", 'SEEDS = ""  #@param',
-                       "MIXED_PRECISION = False  #@param"):
+                       "MIXED_PRECISION = False  #@param", "JIT = False  #@param", 'STUDENTS = ""  #@param'):
         assert form_field in params
+    profile_field = next(line for line in params.splitlines() if line.startswith("PROFILE ="))
+    assert all(f'"{name}"' in profile_field for name in config.PROFILE_NAMES)
     setup = "".join(cells[1]["source"])
     assert f'REPO_URL = "{config.REPO_URL}"' in setup  # the URL lives in config.REPO_URL
     assert '"pip", "install"' in setup and "-e" not in setup.split("pip")[1].split("\n")[0]
-    assert "your fork's URL" in setup and "config.notebook_profile(PROFILE, SEEDS, MIXED_PRECISION)" in setup
+    assert "your fork's URL" in setup and "config.notebook_profile(PROFILE, SEEDS, MIXED_PRECISION, JIT, STUDENTS)" in setup
     assert nb["metadata"]["accelerator"] == "GPU"
     assert f"colab.research.google.com/github/{config.REPO_URL.split('github.com/')[1]}/blob/main/notebooks/{path.name}" in "".join(nb["cells"][0]["source"])
     for cell in cells:

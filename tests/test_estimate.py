@@ -1,0 +1,158 @@
+"""The planned runs of a profile and the estimate of their hours (kd_utils.estimate, CLI ``estimate``)."""
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from kd_utils import config, estimate
+from kd_utils.__main__ import main
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ["02", "03", "04", "05", "06", "07"]
+
+
+def hand_count(p: config.Profile) -> int:
+    """The runs notebooks 02-07 train for ``p``, counted by hand from its fields
+    (T and alpha chosen on validation assumed to be the profile's own)."""
+    s = len(p.seeds)
+    return (1  # 02: the teacher, once
+            + 2 * s  # 03: DSNet at the profile's T and alpha; without teacher
+            + (len(p.temperatures) - (p.temperature in p.temperatures)) * s  # 04: eq. (5) sweep, less 03's T
+            + len(p.temperatures) * s  # 04: the T^2 sweep
+            + (len(p.alphas) - (p.alpha in p.alphas)) * s  # 04: alphas at the chosen T, less the one done
+            + 2 * len(p.students) * s  # 05: each large student with and without teacher
+            + (len(p.batch_sizes) - (p.batch_size in p.batch_sizes)) * s  # 06: batch sizes, less the one done
+            + s  # 07: the KL ablation (eq. (5) and T^2 at the chosen T and alpha ran in 04)
+            + 2 * s)  # 07: uniform and shuffled teacher
+
+
+def test_smoke_plan_matches_the_hand_count():
+    smoke = config.get_profile("smoke")
+    runs = estimate.planned_runs(smoke)
+    assert len(runs) == hand_count(smoke) == 29
+    assert len({r.key for r in runs}) == len(runs)
+    assert [r.notebook for r in runs] == sorted(r.notebook for r in runs)  # in the notebooks' order
+    teacher = [r for r in runs if r.model == estimate.TEACHER]
+    assert len(teacher) == 1 and teacher[0].epochs == smoke.teacher_epochs and teacher[0].seed == smoke.seed
+    assert {r.epochs for r in runs if r.model == "DSNet"} == {smoke.student_epochs}
+    assert {r.model for r in runs if r.notebook == "05"} == set(smoke.students)
+    assert {r.batch_size for r in runs if r.model == "DSNet"} == set(smoke.batch_sizes) | {smoke.batch_size}
+    assert {r.image_size for r in runs} == {smoke.image_size}
+
+
+def test_the_paper_plan_and_what_changes_it():
+    paper = config.get_profile("paper")
+    assert len(estimate.planned_runs(paper)) == hand_count(paper) == 124
+    smoke = config.get_profile("smoke")
+    more_seeds = smoke.replace(seeds=(10, 11, 12))
+    assert len(estimate.planned_runs(more_seeds)) == hand_count(more_seeds) == 1 + 28 // 2 * 3
+    # one more temperature: one more run per seed with eq. (5) and one with T^2
+    more_t = smoke.replace(temperatures=(3, 10, 20))
+    assert len(estimate.planned_runs(more_t)) == 29 + 2 * 2
+    # a temperature sweep without the profile's T: notebook 03's runs are no longer in it
+    assert len(estimate.planned_runs(smoke.replace(temperatures=(3, 20)))) == 29 + 2
+    fewer_students = smoke.replace(students=("EfficientNetB0",))
+    assert len(estimate.planned_runs(fewer_students)) == 29 - 2 * 2
+
+
+def test_another_choice_on_validation_changes_which_runs_coincide():
+    smoke = config.get_profile("smoke")
+    rows = {r["what"]: r for r in estimate.plan_table(smoke, {"temperature": 3, "alpha": 0.5})}
+    # at alpha 0.5 the T^2 ablation is not one of notebook 04's T^2 runs (those are at alpha 0.1)
+    assert rows["ablation: eq. (5), T^2, KL at the chosen T and alpha"]["new"] == 2 * 2
+    assert sum(r["new"] for r in rows.values()) == 31
+    assert all(r["asked"] >= r["new"] for r in rows.values())
+
+
+def test_split_sizes_from_the_profile_and_from_a_saved_manifest():
+    sizes, where = estimate.split_sizes(config.get_profile("paper"))
+    assert sizes["train"] == 5597 and sizes["train"] + sizes["val"] == 6996 and "no saved manifest" in where
+    smoke = config.get_profile("smoke")
+    sizes, _ = estimate.split_sizes(smoke)
+    assert sizes == {"train": 67, "val": 17, "test": 36}
+    folder = config.artifacts_dir(smoke) / "data"
+    folder.mkdir(parents=True)
+    counts = {s: {"benign": n // 2, "malignant": n - n // 2, "total": n} for s, n in
+              (("train", 50), ("val", 12), ("test", 20))}
+    (folder / "manifest.json").write_text(json.dumps({"counts": counts}))
+    sizes, where = estimate.split_sizes(smoke)
+    assert sizes == {"train": 50, "val": 12, "test": 20} and "saved manifest" in where
+
+
+def test_estimate_on_the_smoke_profile_gives_every_notebook_positive_hours():
+    profile = config.get_profile("smoke", image_size=32)
+    result = estimate.estimate(profile, steps=1)
+    assert list(result["notebooks"]) == NOTEBOOKS
+    assert all(row["hours"] > 0 and row["runs"] > 0 for row in result["notebooks"].values())
+    assert result["runs"] == 29 and result["hours"] == pytest.approx(sum(r["hours"] for r in result["notebooks"].values()))
+    assert result["models"]["DSNet"]["timed"] and result["models"]["DSNet"]["step_s"] > 0
+    text = estimate.report(result, estimate.plan_table(profile))
+    for book in NOTEBOOKS:
+        assert f"| {book}" in text
+    assert "**total** | **29**" in text and result["device"] in text and "from 1 timed training step" in text
+
+
+def test_flop_estimate_uses_the_assumed_t4_throughput():
+    profile = config.get_profile("smoke", image_size=32)
+    fp32 = estimate.flop_estimate(profile)
+    mixed = estimate.flop_estimate(profile, precision="mixed_float16")
+    assert list(fp32["notebooks"]) == NOTEBOOKS and fp32["runs"] == mixed["runs"] == 29
+    assert 0 < mixed["hours"] < fp32["hours"]
+    assert "ASSUMED T4 throughput" in fp32["method"] and "T4" in fp32["device"]
+    assert fp32["models"]["ResNet50 teacher"]["gflops_per_image"] > fp32["models"]["DSNet"]["gflops_per_image"]
+
+
+def test_cli_estimate_json(capsys, monkeypatch):
+    assert main(["estimate", "--profile", "smoke", "--flops", "--json", "--seeds", "10"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["seeds"] == [10] and result["runs"] == hand_count(config.get_profile("smoke", seeds=(10,)))
+
+
+CHILD = textwrap.dedent(
+    """
+    import contextlib, importlib.abc, io, json, sys
+
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("tensorflow", "keras"):
+                raise ImportError(f"{name} imported before the arguments were checked")
+
+    sys.meta_path.insert(0, Block())
+    from kd_utils.__main__ import entry
+
+    out = {}
+    for case_id, argv in json.loads(sys.argv[1]):
+        err, std = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(std):
+            code = entry(argv)
+        out[case_id] = {"code": code, "stderr": err.getvalue(), "stdout": std.getvalue()}
+    print(json.dumps(out))
+    """
+)
+
+USAGE = [
+    ("steps-0", ["estimate", "--steps", "0"], ["--steps", ">= 1"]),
+    ("profile", ["estimate", "--profile", "bogus"], ["'bogus'", "colab"]),
+    ("students-unknown", ["estimate", "--students", "ResNet18"], ["--students", "'ResNet18'"]),
+    ("students-without-effnet", ["estimate", "--students", "MobileNet"], ["EfficientNetB0 must be among them"]),
+    ("reproduce-students", ["reproduce", "--students", "VGG16"], ["EfficientNetB0 must be among them"]),
+    ("seeds-text", ["estimate", "--seeds", "ten"], ["--seeds", "'ten'"]),
+]
+
+
+def test_usage_errors_exit_2_with_one_line_before_tensorflow():
+    cases = [(case_id, argv) for case_id, argv, _ in USAGE]
+    run = subprocess.run([sys.executable, "-c", CHILD, json.dumps(cases)], cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = json.loads(run.stdout.splitlines()[-1])
+    for case_id, _, words in USAGE:
+        result = results[case_id]
+        lines = result["stderr"].splitlines()
+        assert result["code"] == 2 and len(lines) == 1 and lines[0].startswith("error: "), (case_id, result)
+        assert all(word in lines[0] for word in words), (case_id, lines[0])
+        assert result["stdout"] == ""
