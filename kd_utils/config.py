@@ -253,10 +253,13 @@ PROFILES: dict[str, Profile] = {
         batch_sizes=(32, 64),
         lr_backbone=1e-3,
         lr_dsnet=1e-3,
-        synthetic_per_class=1000,
+        # A small labelled set, as in medical imaging: what the teacher learnt
+        # elsewhere (below) is what distillation can pass on.
+        synthetic_per_class=600,
         # The offline stand-in for ImageNet: the teacher first learns from
-        # 2 x 2,500 generated lesions outside the profile's data, then from
-        # its training split at a lower rate (see pipeline.pretrain_teacher).
+        # 2 x 2,500 generated lesions outside the profile's data (learning
+        # rate decayed to 0 over 2 epochs), then from its training split at a
+        # lower rate (see pipeline.pretrain_teacher).
         teacher_pretrain_per_class=2500,
         teacher_pretrain_epochs=2,
         teacher_finetune_lr=1e-4,

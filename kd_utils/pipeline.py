@@ -263,6 +263,7 @@ def _pretrain_run(profile: config.Profile, manifest_hash: str):
         "epochs": profile.teacher_pretrain_epochs,
         "batch_size": profile.batch_size,
         "learning_rate": profile.lr_backbone,
+        "learning_rate_schedule": "cosine decay to 0 over the run",
         "bn_momentum": profile.teacher_bn_momentum,
         "seed": profile.seed,
         **accelerator_options(profile),
@@ -429,9 +430,10 @@ def pretrain_teacher(profile: config.Profile, verbose: int = 2, strategy=None):
         _release_memory()
         training.set_seeds(profile.seed)
         train_ds, val_ds, test_ds = datasets(profile, manifest)
+        steps = -(-int(manifest.counts().loc["train", "total"]) // profile.batch_size) * profile.teacher_pretrain_epochs
         with _build_scope(strategy, accel.get("mixed_precision", False)):
             model = _new_teacher(profile)
-            _classifier_compile(model, profile.lr_backbone, **accel)
+            _classifier_compile(model, keras.optimizers.schedules.CosineDecay(profile.lr_backbone, steps), **accel)
         fit_info = training.fit(model, train_ds, val_ds, profile.teacher_pretrain_epochs, run_dir, seed=profile.seed,
                                 verbose=verbose, tensorboard=profile.tensorboard, lock=lock)
         return model, fit_info, test_ds

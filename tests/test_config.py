@@ -146,6 +146,6 @@ def test_notebook_parameters_override_jit_and_students(capsys):
     assert "jit_compile on; students EfficientNetB0" in capsys.readouterr().out
     profile = config.notebook_profile("cpu", (), False, False, ("MobileNet", " EfficientNetB0"))
     assert profile.students == ("MobileNet", "EfficientNetB0") and profile.jit_compile is False
-    assert config.notebook_profile("cpu").students == config.PRETRAINED_STUDENTS
+    assert config.notebook_profile("paper").students == config.PRETRAINED_STUDENTS
     with pytest.raises(ValueError, match="EfficientNetB0 among them"):
         config.notebook_profile("cpu", students="MobileNet")
