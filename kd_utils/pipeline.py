@@ -16,7 +16,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from . import config, data, evaluation, models, reporting, storage, training
+from . import config, data, evaluation, memory, models, reporting, storage, training
 from .distillation import Distiller, SoftKLDivergence
 
 
@@ -135,17 +135,20 @@ def teacher_logits(profile: config.Profile, manifest: data.Manifest, teacher, sp
     return logits
 
 
-def _classifier_compile(model: keras.Model, learning_rate: float, **compile_args) -> None:
+def _classifier_compile(model: keras.Model, learning_rate: float, accumulation_steps: int = 1, **compile_args) -> None:
     model.compile(
-        optimizer=_optimizer(learning_rate, compile_args.pop("mixed_precision", False)),
+        optimizer=_optimizer(learning_rate, compile_args.pop("mixed_precision", False), accumulation_steps),
         loss=keras.losses.CategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.CategoricalAccuracy()],
         **compile_args,
     )
 
 
-def _optimizer(learning_rate: float, mixed_precision: bool):
-    adam = keras.optimizers.Adam(learning_rate)
+def _optimizer(learning_rate: float, mixed_precision: bool, accumulation_steps: int = 1):
+    """Adam; with ``accumulation_steps`` > 1 it averages that many micro-batches'
+    gradients before each update (:mod:`kd_utils.memory`)."""
+    adam = keras.optimizers.Adam(learning_rate, gradient_accumulation_steps=accumulation_steps
+                                 if accumulation_steps > 1 else None)
     return keras.optimizers.LossScaleOptimizer(adam) if mixed_precision else adam
 
 
@@ -345,16 +348,20 @@ def train_teacher(profile: config.Profile, manifest: data.Manifest, verbose: int
     key, run_dir, run_config = _teacher_run(profile, manifest.content_hash)
     accel = accelerator_options(profile)
 
-    def train(lock):
+    def build(batching):
         _release_memory()
         training.set_seeds(profile.seed)
-        train_ds, val_ds, test_ds = datasets(profile, manifest)
+        splits = datasets(profile, manifest, batching.micro_batch)
         with _build_scope(strategy, accel.get("mixed_precision", False)):
             teacher = models.build_teacher(profile.image_size, weights=profile.weights)
-            _classifier_compile(teacher, profile.lr_backbone, **accel)
-        fit_info = training.fit(teacher, train_ds, val_ds, profile.teacher_epochs, run_dir, seed=profile.seed,
-                                verbose=verbose, tensorboard=profile.tensorboard, lock=lock)
-        return teacher, fit_info, test_ds
+            _classifier_compile(teacher, profile.lr_backbone, batching.accumulation_steps, **accel)
+        return teacher, splits
+
+    def train(lock):
+        teacher, splits, fit_info = memory.fit_within_memory(
+            build, profile.batch_size, profile.teacher_epochs, run_dir, seed=profile.seed, verbose=verbose,
+            tensorboard=profile.tensorboard, lock=lock)
+        return teacher, fit_info, splits[2]
 
     model, record = _train_or_load(profile, manifest, key, run_dir, run_config, train)
     return _mark(model, key, run_dir), record
@@ -399,16 +406,17 @@ def distill_student(
     accel = accelerator_options(profile)
     c = run_config
 
-    def train(lock):
+    def build(batching):
         _release_memory()
         training.set_seeds(c["seed"])
-        train_ds, val_ds, test_ds = datasets(profile, manifest, c["batch_size"], teacher=teacher,
-                                             teacher_control=c["teacher_control"])
+        splits = datasets(profile, manifest, batching.micro_batch, teacher=teacher,
+                          teacher_control=c["teacher_control"])
         with _build_scope(strategy, accel.get("mixed_precision", False)):
             model = models.build_student(student, profile.image_size, weights=c["weights"])
             distiller = Distiller(student=model, teacher=None)
             distiller.compile(
-                optimizer=_optimizer(c["learning_rate"], accel.get("mixed_precision", False)),
+                optimizer=_optimizer(c["learning_rate"], accel.get("mixed_precision", False),
+                                     batching.accumulation_steps),
                 metrics=[keras.metrics.CategoricalAccuracy()],
                 distillation_loss_fn=SoftKLDivergence() if c["soft_loss"] == "kl" else None,
                 alpha=c["alpha"],
@@ -416,8 +424,13 @@ def distill_student(
                 scale_by_t2=c["scale_by_t2"],
                 **({"jit_compile": accel["jit_compile"]} if accel else {}),
             )
-        fit_info = training.fit(distiller, train_ds, val_ds, c["epochs"], run_dir, seed=c["seed"], verbose=verbose,
-                                tensorboard=profile.tensorboard, lock=lock)
+        return distiller, splits
+
+    def train(lock):
+        distiller, (_, _, test_ds), fit_info = memory.fit_within_memory(
+            build, c["batch_size"], c["epochs"], run_dir, seed=c["seed"], verbose=verbose,
+            tensorboard=profile.tensorboard, lock=lock)
+        model = distiller.student
         fit_info["loss"] = distiller.loss_config()
         if c["alpha"] >= 1.0:
             return model, fit_info, test_ds
