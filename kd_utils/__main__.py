@@ -4,7 +4,10 @@
     Runs the notebooks in order with papermill; executed copies, tables
     (markdown + CSV) and figures (PNG) go to ``results/<profile>/``.
     ``--only`` takes notebook prefixes (``01`` ... ``07``); an unknown prefix
-    or an empty list is refused.
+    or an empty list is refused. ``--shard i/n`` (or ``KD_SHARD=i/n``):
+    sessions sharing one artifacts folder split the runs of every sweep;
+    this one trains shard ``i`` of ``n`` and waits for the other shards'
+    runs (``KD_SHARD_WAIT`` seconds, default 12 h) before each table.
 ``python -m kd_utils quickstart [--profile ...]``
     Data, teacher and distilled DSNet without notebooks; prints the metrics.
 ``python -m kd_utils export MODEL --format tflite --quantize none|dynamic|int8|all [--calibration DIR]``
@@ -23,7 +26,8 @@
 
 Exit codes: 0 everything done; 1 some inputs failed (``predict``: the others
 are still printed); 2 usage error - a bad option, value, path or environment
-variable (``KD_PROFILE``, ``KD_ARTIFACTS``, ``KD_DATA_DIR``), a damaged or
+variable (``KD_PROFILE``, ``KD_ARTIFACTS``, ``KD_DATA_DIR``, ``KD_SHARD``,
+``KD_SHARD_WAIT``), a damaged or
 unsuitable model, an earlier step's output missing, a run that another
 process is writing or a saved manifest that was damaged - said in one line
 on stderr, nothing done; 3 internal error (a traceback is printed: a bug, or a
@@ -130,6 +134,20 @@ def check_folder_env(name: str, path: Path) -> None:
     _check_folder(path, f"{name}={value}" if value else f"{path} (default for {name})")
 
 
+def check_shard(value: str | None) -> str | None:
+    """``--shard`` (else ``KD_SHARD``) as ``"i/n"``, and ``KD_SHARD_WAIT``: UsageError when malformed."""
+    from . import shard
+
+    try:
+        shard.wait_seconds()
+        if value is not None:
+            return str(shard.parse(value))
+        found = shard.from_env()
+    except ValueError as err:
+        raise UsageError(f"--shard {value}: {err}" if value is not None else str(err)) from None
+    return None if found is None else str(found)
+
+
 def check_artifacts_env() -> None:
     from . import config
 
@@ -169,17 +187,24 @@ def _check_calibration(folder: str, wanted: list[str]) -> Path:
 
 
 def reproduce(profile_name: str | None, only: list[str] | None = None, seeds: list[int] | None = None,
-              mixed_precision: bool = False) -> int:
+              mixed_precision: bool = False, shard: str | None = None) -> int:
     from . import config
 
     books = select_notebooks(only)
     import papermill
+
+    if shard:
+        os.environ["KD_SHARD"] = shard  # read by kd_utils in the notebooks' kernels
+        print(f"Shard {shard}: this session trains its share of every sweep's runs and waits for the other "
+              "shards' (artifacts folder shared); the tables are made once every run is there.")
 
     if profile_name is None:
         profile_name, why = config.auto_profile()
         print(f"Profile {profile_name}: {why}.")
     profile = config.notebook_profile(profile_name, tuple(seeds or ()), mixed_precision)
     out_dir = config.results_dir(profile) / "notebooks"
+    if shard:  # shards share the results folder too: each keeps its own executed copies
+        out_dir = out_dir / f"shard-{shard.replace('/', '-of-')}"
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     for i, book in enumerate(books, 1):
@@ -340,6 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="student seeds instead of the profile's, e.g. --seeds 10 (fewer runs)")
     rep.add_argument("--mixed-precision", action="store_true",
                      help="float16 compute on a GPU (recorded in every run; ignored on a CPU)")
+    rep.add_argument("--shard", metavar="I/N", default=None,
+                     help="train shard I of N of every sweep's runs (sessions sharing one artifacts folder); "
+                          "default: $KD_SHARD")
     quick = sub.add_parser("quickstart", help="data, teacher and distilled DSNet; prints test metrics")
     quick.add_argument("--profile", choices=profiles, default=None, help="default: $KD_PROFILE or cpu")
     quick.add_argument("--teacher-epochs", type=_count(1), default=None)
@@ -386,9 +414,10 @@ def _run(args) -> int:
         import importlib.util
 
         select_notebooks(args.only)
+        shard = check_shard(args.shard)
         if importlib.util.find_spec("papermill") is None:
             raise UsageError("reproduce needs papermill: pip install -e '.[notebooks]' (or pip install papermill)")
-        return reproduce(args.profile, args.only, args.seeds, args.mixed_precision)
+        return reproduce(args.profile, args.only, args.seeds, args.mixed_precision, shard)
     if args.command == "export":
         return export(args.model, args.quantize, args.profile, args.out, args.calibration)
     if args.command == "predict":

@@ -16,7 +16,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from . import config, data, evaluation, memory, models, reporting, storage, training
+from . import config, data, evaluation, memory, models, reporting, shard, storage, training
 from .distillation import Distiller, SoftKLDivergence
 
 
@@ -465,15 +465,56 @@ def repeat(profile, manifest, teacher, student="DSNet", *, seeds=None, verbose=0
            **options) -> list[dict]:
     """:func:`distill_student` once per seed of the profile; the records, in seed order.
 
-    Prints one line per run (``progress`` shares the count with other calls of a cell)."""
+    Prints one line per run (``progress`` shares the count with other calls of a cell).
+    With ``KD_SHARD=i/n`` this session trains only its share of the seeds'
+    runs and waits for the others' (:mod:`kd_utils.shard`)."""
     seeds = profile.seeds if seeds is None else seeds
     progress = progress or Progress(len(seeds))
-    records = []
-    for s in seeds:
+    runs = {s: _student_of_profile(profile, manifest, student, teacher, seed=s,
+                                   **{k: v for k, v in options.items() if k != "strategy"})[:2] for s in seeds}
+    sharded = shard.from_env()
+    owned = dict(zip(seeds, sharded.owns([runs[s][0] for s in seeds]) if sharded else [True] * len(seeds)))
+    records = {}
+
+    def run(s):
         start = time.perf_counter()
-        records.append(distill_student(profile, manifest, teacher, student, seed=s, verbose=verbose, **options)[1])
-        progress.report(records[-1], time.perf_counter() - start)
-    return records
+        records[s] = distill_student(profile, manifest, teacher, student, seed=s, verbose=verbose, **options)[1]
+        progress.report(records[s], time.perf_counter() - start)
+
+    for s in seeds:
+        if owned[s] or training.load_finished(runs[s][1], runs[s][0]) is not None:
+            run(s)
+    _wait_for_other_shards(sharded, {s: runs[s] for s in seeds if s not in records}, run)
+    return [records[s] for s in seeds]
+
+
+def _wait_for_other_shards(sharded, pending: dict, load, poll_s: float = 30.0) -> None:
+    """Load each pending run (``{seed: (key, folder)}``) once another shard has
+    finished it; :class:`~kd_utils.shard.ShardPending` when ``KD_SHARD_WAIT`` runs out."""
+    if not pending:
+        return
+    wait = shard.wait_seconds()
+    start = last_note = time.monotonic()
+    print(f"shard {sharded}: waiting up to {wait / 3600:.1f} h for {len(pending)} run(s) of other shards "
+          f"({', '.join(folder.name for _, folder in pending.values())}).", flush=True)
+    while True:
+        for seed, (key, folder) in list(pending.items()):
+            if training.load_finished(folder, key) is not None:
+                load(seed)
+                del pending[seed]
+        if not pending:
+            return
+        waited = time.monotonic() - start
+        if waited >= wait:
+            raise shard.ShardPending(
+                f"{len(pending)} run(s) left to other shards after waiting {waited / 60:.0f} min "
+                f"({', '.join(folder.name for _, folder in pending.values())}): run again once they are done "
+                f"(KD_SHARD_WAIT sets the wait), or without --shard / KD_SHARD to train them here and "
+                "assemble the tables.")
+        if time.monotonic() - last_note >= 600:
+            last_note = time.monotonic()
+            print(f"shard {sharded}: still waiting for {len(pending)} run(s) ({waited / 60:.0f} min).", flush=True)
+        time.sleep(min(poll_s, max(wait - waited, 0.0)))
 
 
 def summary_line(name: str, record: dict) -> str:
