@@ -470,10 +470,11 @@ def repeat(profile, manifest, teacher, student="DSNet", *, seeds=None, verbose=0
     runs and waits for the others' (:mod:`kd_utils.shard`)."""
     seeds = profile.seeds if seeds is None else seeds
     progress = progress or Progress(len(seeds))
-    runs = {s: _student_of_profile(profile, manifest, student, teacher, seed=s,
-                                   **{k: v for k, v in options.items() if k != "strategy"})[:2] for s in seeds}
     sharded = shard.from_env()
-    owned = dict(zip(seeds, sharded.owns([runs[s][0] for s in seeds]) if sharded else [True] * len(seeds)))
+    runs = {} if sharded is None else {  # seed -> (key, folder)
+        s: _student_of_profile(profile, manifest, student, teacher, seed=s,
+                               **{k: v for k, v in options.items() if k != "strategy"})[:2] for s in seeds}
+    owned = sharded.owns([runs[s][0] for s in seeds]) if sharded else [True] * len(seeds)
     records = {}
 
     def run(s):
@@ -481,8 +482,8 @@ def repeat(profile, manifest, teacher, student="DSNet", *, seeds=None, verbose=0
         records[s] = distill_student(profile, manifest, teacher, student, seed=s, verbose=verbose, **options)[1]
         progress.report(records[s], time.perf_counter() - start)
 
-    for s in seeds:
-        if owned[s] or training.load_finished(runs[s][1], runs[s][0]) is not None:
+    for s, mine in zip(seeds, owned):
+        if mine or training.load_finished(runs[s][1], runs[s][0]) is not None:
             run(s)
     _wait_for_other_shards(sharded, {s: runs[s] for s in seeds if s not in records}, run)
     return [records[s] for s in seeds]

@@ -11,7 +11,8 @@ content hash of the data manifest. Its folder is derived from the key
 * ``state/``        - after every epoch: the trained model's variables and the
   optimizer's (``state-<epoch>.npz``), the best model so far
   (``best-e<epoch>.keras``) and ``progress.json`` (history, epoch times, best
-  epoch). A Distiller's state holds the student only, never the teacher;
+  epoch, micro-batches when the batch did not fit, see :mod:`kd_utils.memory`).
+  A Distiller's state holds the student only, never the teacher;
 * ``history.csv``   - one line per finished epoch, a copy of the progress;
 * ``tensorboard/``  - TensorBoard logs (profile switch ``tensorboard``);
 * ``best.keras``    - the (student) model of the best validation epoch;
