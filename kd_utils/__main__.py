@@ -7,6 +7,10 @@
     or an empty list is refused. ``--seeds``, ``--mixed-precision``,
     ``--jit`` (XLA) and ``--students`` (the large students of Table 2;
     EfficientNetB0 among them) override the profile in every notebook.
+    ``--shard i/n`` (or ``KD_SHARD=i/n``):
+    sessions sharing one artifacts folder split the runs of every sweep;
+    this one trains shard ``i`` of ``n`` and waits for the other shards'
+    runs (``KD_SHARD_WAIT`` seconds, default 12 h) before each table.
 ``python -m kd_utils estimate [--profile ...] [--flops] [--steps N] [--json] [same overrides as reproduce]``
     Every training run notebooks 02-07 make for the profile and how many
     hours they take: timed from ``--steps`` training steps per model on this
@@ -37,7 +41,8 @@
 Exit codes: 0 everything done; 1 some inputs failed (``predict``: the others
 are still printed; ``download``: the images are in place but their counts
 differ from the published dataset's); 2 usage error - a bad option, value, path or environment
-variable (``KD_PROFILE``, ``KD_ARTIFACTS``, ``KD_DATA_DIR``), a damaged or
+variable (``KD_PROFILE``, ``KD_ARTIFACTS``, ``KD_DATA_DIR``, ``KD_SHARD``,
+``KD_SHARD_WAIT``), a damaged or
 unsuitable model, an earlier step's output missing, a run that another
 process is writing, a saved manifest that was damaged, or a download that
 cannot be done (no network, no kagglehub or isic-cli, Kaggle refused) - said in one line
@@ -145,6 +150,20 @@ def check_folder_env(name: str, path: Path) -> None:
     _check_folder(path, f"{name}={value}" if value else f"{path} (default for {name})")
 
 
+def check_shard(value: str | None) -> str | None:
+    """``--shard`` (else ``KD_SHARD``) as ``"i/n"``, and ``KD_SHARD_WAIT``: UsageError when malformed."""
+    from . import shard
+
+    try:
+        shard.wait_seconds()
+        if value is not None:
+            return str(shard.parse(value))
+        found = shard.from_env()
+    except ValueError as err:
+        raise UsageError(f"--shard {value}: {err}" if value is not None else str(err)) from None
+    return None if found is None else str(found)
+
+
 def check_artifacts_env() -> None:
     from . import config
 
@@ -191,17 +210,25 @@ def check_students(students: list[str] | None) -> None:
 
 
 def reproduce(profile_name: str | None, only: list[str] | None = None, seeds: list[int] | None = None,
-              mixed_precision: bool = False, jit: bool = False, students: list[str] | None = None) -> int:
+              mixed_precision: bool = False, jit: bool = False, students: list[str] | None = None,
+              shard: str | None = None) -> int:
     from . import config
 
     books = select_notebooks(only)
     import papermill
+
+    if shard:
+        os.environ["KD_SHARD"] = shard  # read by kd_utils in the notebooks' kernels
+        print(f"Shard {shard}: this session trains its share of every sweep's runs and waits for the other "
+              "shards' (artifacts folder shared); the tables are made once every run is there.")
 
     if profile_name is None:
         profile_name, why = config.auto_profile()
         print(f"Profile {profile_name}: {why}.")
     profile = config.notebook_profile(profile_name, tuple(seeds or ()), mixed_precision, jit, tuple(students or ()))
     out_dir = config.results_dir(profile) / "notebooks"
+    if shard:  # shards share the results folder too: each keeps its own executed copies
+        out_dir = out_dir / f"shard-{shard.replace('/', '-of-')}"
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     for i, book in enumerate(books, 1):
@@ -397,6 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="default: $KD_PROFILE, else paper with a GPU and the real data, else cpu")
     rep.add_argument("--only", nargs="*", metavar="PREFIX", help="notebook prefixes to run, e.g. 01 02")
     _add_overrides(rep, "recorded in every run")
+    rep.add_argument("--shard", metavar="I/N", default=None,
+                     help="train shard I of N of every sweep's runs (sessions sharing one artifacts folder); "
+                          "default: $KD_SHARD")
     est = sub.add_parser("estimate", help="the runs of notebooks 02-07 and how many hours they take (an estimate)")
     est.add_argument("--profile", choices=profiles, default=None, help="default: $KD_PROFILE or cpu")
     est.add_argument("--flops", action="store_true",
@@ -471,10 +501,12 @@ def _run(args) -> int:
         import importlib.util
 
         select_notebooks(args.only)
+        shard = check_shard(args.shard)
         if importlib.util.find_spec("papermill") is None:
             raise UsageError("reproduce needs papermill: pip install -e '.[notebooks]' (or pip install papermill)")
         check_students(args.students)
-        return reproduce(args.profile, args.only, args.seeds, args.mixed_precision, args.jit, args.students)
+        return reproduce(args.profile, args.only, args.seeds, args.mixed_precision, args.jit, args.students,
+                         shard)
     if args.command == "estimate":
         check_students(args.students)
         return estimate(args.profile, args.flops, args.steps, args.warmup, args.json, args.seeds,

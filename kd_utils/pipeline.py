@@ -16,7 +16,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from . import config, data, evaluation, models, reporting, storage, training
+from . import config, data, evaluation, memory, models, reporting, shard, storage, training
 from .distillation import Distiller, SoftKLDivergence
 
 
@@ -146,17 +146,20 @@ def teacher_logits(profile: config.Profile, manifest: data.Manifest, teacher, sp
     return logits
 
 
-def _classifier_compile(model: keras.Model, learning_rate: float, **compile_args) -> None:
+def _classifier_compile(model: keras.Model, learning_rate: float, accumulation_steps: int = 1, **compile_args) -> None:
     model.compile(
-        optimizer=_optimizer(learning_rate, compile_args.pop("mixed_precision", False)),
+        optimizer=_optimizer(learning_rate, compile_args.pop("mixed_precision", False), accumulation_steps),
         loss=keras.losses.CategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.CategoricalAccuracy()],
         **compile_args,
     )
 
 
-def _optimizer(learning_rate: float, mixed_precision: bool):
-    adam = keras.optimizers.Adam(learning_rate)
+def _optimizer(learning_rate: float, mixed_precision: bool, accumulation_steps: int = 1):
+    """Adam; with ``accumulation_steps`` > 1 it averages that many micro-batches'
+    gradients before each update (:mod:`kd_utils.memory`)."""
+    adam = keras.optimizers.Adam(learning_rate, gradient_accumulation_steps=accumulation_steps
+                                 if accumulation_steps > 1 else None)
     return keras.optimizers.LossScaleOptimizer(adam) if mixed_precision else adam
 
 
@@ -425,18 +428,24 @@ def pretrain_teacher(profile: config.Profile, verbose: int = 2, strategy=None):
     manifest = pretraining_data(profile)
     key, run_dir, run_config = _pretrain_run(profile, manifest.content_hash)
     accel = accelerator_options(profile)
+    # Updates over the run (the same with gradient accumulation): the cosine decay's length.
+    steps = -(-int(manifest.counts().loc["train", "total"]) // profile.batch_size) * profile.teacher_pretrain_epochs
 
-    def train(lock):
+    def build(batching):
         _release_memory()
         training.set_seeds(profile.seed)
-        train_ds, val_ds, test_ds = datasets(profile, manifest)
-        steps = -(-int(manifest.counts().loc["train", "total"]) // profile.batch_size) * profile.teacher_pretrain_epochs
+        splits = datasets(profile, manifest, batching.micro_batch)
         with _build_scope(strategy, accel.get("mixed_precision", False)):
             model = _new_teacher(profile)
-            _classifier_compile(model, keras.optimizers.schedules.CosineDecay(profile.lr_backbone, steps), **accel)
-        fit_info = training.fit(model, train_ds, val_ds, profile.teacher_pretrain_epochs, run_dir, seed=profile.seed,
-                                verbose=verbose, tensorboard=profile.tensorboard, lock=lock)
-        return model, fit_info, test_ds
+            _classifier_compile(model, keras.optimizers.schedules.CosineDecay(profile.lr_backbone, steps),
+                                batching.accumulation_steps, **accel)
+        return model, splits
+
+    def train(lock):
+        model, splits, fit_info = memory.fit_within_memory(
+            build, profile.batch_size, profile.teacher_pretrain_epochs, run_dir, seed=profile.seed, verbose=verbose,
+            tensorboard=profile.tensorboard, lock=lock)
+        return model, fit_info, splits[2]
 
     model, record = _train_or_load(profile, manifest, key, run_dir, run_config, train)
     return _mark(model, key, run_dir), record
@@ -453,28 +462,32 @@ def train_teacher(profile: config.Profile, manifest: data.Manifest, verbose: int
     """
     key, run_dir, run_config = _teacher_run(profile, manifest.content_hash)
     accel = accelerator_options(profile)
+    start = {}
 
-    def train(lock):
-        start = None
-        if profile.teacher_pretrain_per_class:
-            pretrained, pre_record = pretrain_teacher(profile, verbose=verbose, strategy=strategy)
-            start = pretrained.get_weights()
+    def build(batching):
         _release_memory()
         training.set_seeds(profile.seed)
-        train_ds, val_ds, test_ds = datasets(profile, manifest)
+        splits = datasets(profile, manifest, batching.micro_batch)
         with _build_scope(strategy, accel.get("mixed_precision", False)):
             teacher = _new_teacher(profile)
-            if start is not None:
-                teacher.set_weights(start)
-            _classifier_compile(teacher, run_config["learning_rate"], **accel)
-        fit_info = training.fit(teacher, train_ds, val_ds, profile.teacher_epochs, run_dir, seed=profile.seed,
-                                verbose=verbose, tensorboard=profile.tensorboard, lock=lock)
-        if start is not None:
+            if start:
+                teacher.set_weights(start["weights"])
+            _classifier_compile(teacher, run_config["learning_rate"], batching.accumulation_steps, **accel)
+        return teacher, splits
+
+    def train(lock):
+        if profile.teacher_pretrain_per_class:
+            pretrained, pre_record = pretrain_teacher(profile, verbose=verbose, strategy=strategy)
+            start["weights"] = pretrained.get_weights()
+        teacher, splits, fit_info = memory.fit_within_memory(
+            build, profile.batch_size, profile.teacher_epochs, run_dir, seed=profile.seed, verbose=verbose,
+            tensorboard=profile.tensorboard, lock=lock)
+        if start:
             fit_info["pretraining"] = {"key": pre_record["key"], "run_dir": pre_record["run_dir"],
                                        "train_images": int(pretraining_data(profile).counts().loc["train", "total"]),
                                        "best_val_accuracy": pre_record["best_val_accuracy"],
                                        "test_accuracy": pre_record["test"]["accuracy"]}
-        return teacher, fit_info, test_ds
+        return teacher, fit_info, splits[2]
 
     model, record = _train_or_load(profile, manifest, key, run_dir, run_config, train)
     return _mark(model, key, run_dir), record
@@ -519,16 +532,17 @@ def distill_student(
     accel = accelerator_options(profile)
     c = run_config
 
-    def train(lock):
+    def build(batching):
         _release_memory()
         training.set_seeds(c["seed"])
-        train_ds, val_ds, test_ds = datasets(profile, manifest, c["batch_size"], teacher=teacher,
-                                             teacher_control=c["teacher_control"])
+        splits = datasets(profile, manifest, batching.micro_batch, teacher=teacher,
+                          teacher_control=c["teacher_control"])
         with _build_scope(strategy, accel.get("mixed_precision", False)):
             model = models.build_student(student, profile.image_size, weights=c["weights"])
             distiller = Distiller(student=model, teacher=None)
             distiller.compile(
-                optimizer=_optimizer(c["learning_rate"], accel.get("mixed_precision", False)),
+                optimizer=_optimizer(c["learning_rate"], accel.get("mixed_precision", False),
+                                     batching.accumulation_steps),
                 metrics=[keras.metrics.CategoricalAccuracy()],
                 distillation_loss_fn=SoftKLDivergence() if c["soft_loss"] == "kl" else None,
                 alpha=c["alpha"],
@@ -536,8 +550,13 @@ def distill_student(
                 scale_by_t2=c["scale_by_t2"],
                 **({"jit_compile": accel["jit_compile"]} if accel else {}),
             )
-        fit_info = training.fit(distiller, train_ds, val_ds, c["epochs"], run_dir, seed=c["seed"], verbose=verbose,
-                                tensorboard=profile.tensorboard, lock=lock)
+        return distiller, splits
+
+    def train(lock):
+        distiller, (_, _, test_ds), fit_info = memory.fit_within_memory(
+            build, c["batch_size"], c["epochs"], run_dir, seed=c["seed"], verbose=verbose,
+            tensorboard=profile.tensorboard, lock=lock)
+        model = distiller.student
         fit_info["loss"] = distiller.loss_config()
         if c["alpha"] >= 1.0:
             return model, fit_info, test_ds
@@ -572,15 +591,57 @@ def repeat(profile, manifest, teacher, student="DSNet", *, seeds=None, verbose=0
            **options) -> list[dict]:
     """:func:`distill_student` once per seed of the profile; the records, in seed order.
 
-    Prints one line per run (``progress`` shares the count with other calls of a cell)."""
+    Prints one line per run (``progress`` shares the count with other calls of a cell).
+    With ``KD_SHARD=i/n`` this session trains only its share of the seeds'
+    runs and waits for the others' (:mod:`kd_utils.shard`)."""
     seeds = profile.seeds if seeds is None else seeds
     progress = progress or Progress(len(seeds))
-    records = []
-    for s in seeds:
+    sharded = shard.from_env()
+    runs = {} if sharded is None else {  # seed -> (key, folder)
+        s: _student_of_profile(profile, manifest, student, teacher, seed=s,
+                               **{k: v for k, v in options.items() if k != "strategy"})[:2] for s in seeds}
+    owned = sharded.owns([runs[s][0] for s in seeds]) if sharded else [True] * len(seeds)
+    records = {}
+
+    def run(s):
         start = time.perf_counter()
-        records.append(distill_student(profile, manifest, teacher, student, seed=s, verbose=verbose, **options)[1])
-        progress.report(records[-1], time.perf_counter() - start)
-    return records
+        records[s] = distill_student(profile, manifest, teacher, student, seed=s, verbose=verbose, **options)[1]
+        progress.report(records[s], time.perf_counter() - start)
+
+    for s, mine in zip(seeds, owned):
+        if mine or training.load_finished(runs[s][1], runs[s][0]) is not None:
+            run(s)
+    _wait_for_other_shards(sharded, {s: runs[s] for s in seeds if s not in records}, run)
+    return [records[s] for s in seeds]
+
+
+def _wait_for_other_shards(sharded, pending: dict, load, poll_s: float = 30.0) -> None:
+    """Load each pending run (``{seed: (key, folder)}``) once another shard has
+    finished it; :class:`~kd_utils.shard.ShardPending` when ``KD_SHARD_WAIT`` runs out."""
+    if not pending:
+        return
+    wait = shard.wait_seconds()
+    start = last_note = time.monotonic()
+    print(f"shard {sharded}: waiting up to {wait / 3600:.1f} h for {len(pending)} run(s) of other shards "
+          f"({', '.join(folder.name for _, folder in pending.values())}).", flush=True)
+    while True:
+        for seed, (key, folder) in list(pending.items()):
+            if training.load_finished(folder, key) is not None:
+                load(seed)
+                del pending[seed]
+        if not pending:
+            return
+        waited = time.monotonic() - start
+        if waited >= wait:
+            raise shard.ShardPending(
+                f"{len(pending)} run(s) left to other shards after waiting {waited / 60:.0f} min "
+                f"({', '.join(folder.name for _, folder in pending.values())}): run again once they are done "
+                f"(KD_SHARD_WAIT sets the wait), or without --shard / KD_SHARD to train them here and "
+                "assemble the tables.")
+        if time.monotonic() - last_note >= 600:
+            last_note = time.monotonic()
+            print(f"shard {sharded}: still waiting for {len(pending)} run(s) ({waited / 60:.0f} min).", flush=True)
+        time.sleep(min(poll_s, max(wait - waited, 0.0)))
 
 
 def summary_line(name: str, record: dict) -> str:

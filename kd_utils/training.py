@@ -11,7 +11,8 @@ content hash of the data manifest. Its folder is derived from the key
 * ``state/``        - after every epoch: the trained model's variables and the
   optimizer's (``state-<epoch>.npz``), the best model so far
   (``best-e<epoch>.keras``) and ``progress.json`` (history, epoch times, best
-  epoch). A Distiller's state holds the student only, never the teacher;
+  epoch, micro-batches when the batch did not fit, see :mod:`kd_utils.memory`).
+  A Distiller's state holds the student only, never the teacher;
 * ``history.csv``   - one line per finished epoch, a copy of the progress;
 * ``tensorboard/``  - TensorBoard logs (profile switch ``tensorboard``);
 * ``best.keras``    - the (student) model of the best validation epoch;
@@ -143,10 +144,11 @@ def _restore_state(model, path: Path) -> None:
             v.assign(saved[f"o{i}"])
 
 
-def _load_progress(model, run_dir: Path, epochs: int) -> dict:
+def _load_progress(model, run_dir: Path, epochs: int, batching: dict | None = None) -> dict:
     """The progress of an interrupted run, with its state restored into ``model``;
     a fresh progress when there is none or it cannot be used."""
-    fresh = {"history": [], "best_epoch": None, "best_value": None, "best_file": None, "state_file": None}
+    fresh = {"history": [], "best_epoch": None, "best_value": None, "best_file": None, "state_file": None,
+             "batching": batching}
     state_dir = run_dir / STATE_DIR
     if not state_dir.is_dir():
         return fresh
@@ -159,6 +161,8 @@ def _load_progress(model, run_dir: Path, epochs: int) -> dict:
             raise ValueError(f"it holds {len(progress['history'])} epochs of {epochs}")
         if not (state_dir / progress["best_file"]).is_file():
             raise ValueError(f"{progress['best_file']} is missing")
+        if progress.get("batching") != batching:
+            raise ValueError(f"it was trained with micro-batches {progress.get('batching')}, not {batching}")
         _restore_state(model, state_dir / progress["state_file"])
     except (ValueError, KeyError, TypeError, OSError) as err:
         storage.notice(f"the saved state in {state_dir} cannot be used ({err}); the run starts again.")
@@ -195,7 +199,8 @@ def _missing_monitor(logs: dict) -> KeyError:
 
 
 def fit(model: keras.Model, train_ds, val_ds, epochs: int, run_dir, *, seed: int = 0, verbose: int = 2,
-        callbacks=(), tensorboard: bool = False, lock: storage.RunLock | None = None) -> dict:
+        callbacks=(), tensorboard: bool = False, lock: storage.RunLock | None = None,
+        batching: dict | None = None) -> dict:
     """Train ``model`` for ``epochs`` epochs in ``run_dir``, resuming what a kill left.
 
     ``model`` must be compiled (a classifier or a Distiller) with a
@@ -207,6 +212,9 @@ def fit(model: keras.Model, train_ds, val_ds, epochs: int, run_dir, *, seed: int
     back into the (student) model and saved as ``best.keras``. Returns
     ``train_seconds``, ``epoch_seconds``, ``best_epoch``,
     ``best_val_accuracy`` and ``history`` (every epoch, resumed ones too).
+    ``batching`` (micro-batches with gradient accumulation, see
+    :mod:`kd_utils.memory`) is kept with the progress: saved state is only
+    resumed with the same.
     """
     if int(epochs) < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}.")
@@ -215,7 +223,7 @@ def fit(model: keras.Model, train_ds, val_ds, epochs: int, run_dir, *, seed: int
     state_dir = run_dir / STATE_DIR
     run_dir.mkdir(parents=True, exist_ok=True)
     storage.remove_temporaries(run_dir)
-    progress = _load_progress(model, run_dir, epochs)
+    progress = _load_progress(model, run_dir, epochs, batching)
     extra = list(callbacks)
     if tensorboard and _tensorboard_installed():
         extra.insert(0, keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False,
