@@ -5,6 +5,13 @@
     (markdown + CSV) and figures (PNG) go to ``results/<profile>/``.
     ``--only`` takes notebook prefixes (``01`` ... ``07``); an unknown prefix
     or an empty list is refused.
+``python -m kd_utils reproduce --profile paper --dry-run``
+    The paper profile's code path offline, on stand-ins (profile
+    ``paper-dry-run``): 224 px, every backbone's weights loaded from a local
+    file, a few synthetic images in the paper dataset's folder layout, one
+    epoch, one seed, two values per sweep; results in
+    ``results/paper-dry-run/``. Proves the path runs; its numbers mean
+    nothing. ``--dry-run`` with another profile is a usage error.
 ``python -m kd_utils quickstart [--profile ...]``
     Data, teacher and distilled DSNet without notebooks; prints the metrics.
 ``python -m kd_utils export MODEL --format tflite --quantize none|dynamic|int8|all [--calibration DIR]``
@@ -107,11 +114,21 @@ def check_profile_env() -> None:
     from . import config
 
     value = os.environ.get("KD_PROFILE")
-    if value and value not in config.PROFILE_NAMES:
+    if value and value not in config.profile_names():
         raise UsageError(
-            f"KD_PROFILE={value!r} is not a profile; expected one of {', '.join(config.PROFILE_NAMES)} "
+            f"KD_PROFILE={value!r} is not a profile; expected one of {', '.join(config.profile_names())} "
             "(or unset it, or pass --profile)"
         )
+
+
+def dry_run_profile_name(profile: str | None) -> str:
+    """``--dry-run`` runs the paper profile on stand-ins; another ``--profile`` is refused."""
+    from . import config
+
+    if profile not in (None, "paper"):
+        raise UsageError(f"--dry-run runs the paper profile's code path on stand-ins; it does not apply to "
+                         f"--profile {profile} (leave --profile out or give --profile paper)")
+    return config.DRY_RUN
 
 
 def _check_folder(path: Path, what: str) -> None:
@@ -179,6 +196,9 @@ def reproduce(profile_name: str | None, only: list[str] | None = None, seeds: li
         profile_name, why = config.auto_profile()
         print(f"Profile {profile_name}: {why}.")
     profile = config.notebook_profile(profile_name, tuple(seeds or ()), mixed_precision)
+    if profile.stand_ins:
+        print(f"Dry run of the paper profile on stand-ins ({profile.image_size} px, weights files in {profile.weights}, "
+              f"images in {profile.data_root}): it checks the code path, its numbers mean nothing.", flush=True)
     out_dir = config.results_dir(profile) / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -340,6 +360,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="student seeds instead of the profile's, e.g. --seeds 10 (fewer runs)")
     rep.add_argument("--mixed-precision", action="store_true",
                      help="float16 compute on a GPU (recorded in every run; ignored on a CPU)")
+    rep.add_argument("--dry-run", action="store_true",
+                     help="with --profile paper: its code path on local stand-ins (generated images and weights "
+                          "files, one epoch, one seed, short sweeps) in results/paper-dry-run; no download, "
+                          "numbers meaningless")
     quick = sub.add_parser("quickstart", help="data, teacher and distilled DSNet; prints test metrics")
     quick.add_argument("--profile", choices=profiles, default=None, help="default: $KD_PROFILE or cpu")
     quick.add_argument("--teacher-epochs", type=_count(1), default=None)
@@ -376,6 +400,8 @@ def _run(args) -> int:
 
     uses_profile = args.command in ("reproduce", "quickstart", "export") or (
         args.command == "predict" and not args.model)
+    if args.command == "reproduce" and args.dry_run:
+        args.profile = dry_run_profile_name(args.profile)
     if uses_profile and args.profile is None:
         check_profile_env()
     if uses_profile:

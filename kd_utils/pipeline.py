@@ -21,7 +21,12 @@ from .distillation import Distiller, SoftKLDivergence
 
 
 def prepare_data(profile: config.Profile, root=None, rebuild: bool = False) -> data.Manifest:
-    """The profile's validated manifest, built once and stored in the artifacts folder."""
+    """The profile's validated manifest, built once and stored in the artifacts folder.
+    A profile on stand-ins (``paper-dry-run``) gets its images and weights files first."""
+    if profile.stand_ins:
+        from . import dry_run
+
+        dry_run.ensure(profile)
     folder = config.artifacts_dir(profile) / "data"
     if not rebuild and (folder / "manifest.csv").is_file():
         try:
@@ -30,7 +35,7 @@ def prepare_data(profile: config.Profile, root=None, rebuild: bool = False) -> d
             storage.notice(f"{err} Rebuilding it now.")
     manifest = data.build_manifest(
         profile.data_source,
-        root,
+        root or profile.data_root,
         image_size=profile.image_size,
         seed=profile.seed,
         val_fraction=profile.val_fraction,
