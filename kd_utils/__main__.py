@@ -11,6 +11,13 @@
     sessions sharing one artifacts folder split the runs of every sweep;
     this one trains shard ``i`` of ``n`` and waits for the other shards'
     runs (``KD_SHARD_WAIT`` seconds, default 12 h) before each table.
+``python -m kd_utils reproduce --profile paper --dry-run``
+    The paper profile's code path offline, on stand-ins (profile
+    ``paper-dry-run``): 224 px, every backbone's weights loaded from a local
+    file, a few synthetic images in the paper dataset's folder layout, one
+    epoch, one seed, two values per sweep; results in
+    ``results/paper-dry-run/``. Proves the path runs; its numbers mean
+    nothing. ``--dry-run`` with another profile is a usage error.
 ``python -m kd_utils estimate [--profile ...] [--flops] [--steps N] [--json] [same overrides as reproduce]``
     Every training run notebooks 02-07 make for the profile and how many
     hours they take: timed from ``--steps`` training steps per model on this
@@ -127,11 +134,21 @@ def check_profile_env() -> None:
     from . import config
 
     value = os.environ.get("KD_PROFILE")
-    if value and value not in config.PROFILE_NAMES:
+    if value and value not in config.profile_names():
         raise UsageError(
-            f"KD_PROFILE={value!r} is not a profile; expected one of {', '.join(config.PROFILE_NAMES)} "
+            f"KD_PROFILE={value!r} is not a profile; expected one of {', '.join(config.profile_names())} "
             "(or unset it, or pass --profile)"
         )
+
+
+def dry_run_profile_name(profile: str | None) -> str:
+    """``--dry-run`` runs the paper profile on stand-ins; another ``--profile`` is refused."""
+    from . import config
+
+    if profile not in (None, "paper"):
+        raise UsageError(f"--dry-run runs the paper profile's code path on stand-ins; it does not apply to "
+                         f"--profile {profile} (leave --profile out or give --profile paper)")
+    return config.DRY_RUN
 
 
 def _check_folder(path: Path, what: str) -> None:
@@ -226,6 +243,9 @@ def reproduce(profile_name: str | None, only: list[str] | None = None, seeds: li
         profile_name, why = config.auto_profile()
         print(f"Profile {profile_name}: {why}.")
     profile = config.notebook_profile(profile_name, tuple(seeds or ()), mixed_precision, jit, tuple(students or ()))
+    if profile.stand_ins:
+        print(f"Dry run of the paper profile on stand-ins ({profile.image_size} px, weights files in {profile.weights}, "
+              f"images in {profile.data_root}): it checks the code path, its numbers mean nothing.", flush=True)
     out_dir = config.results_dir(profile) / "notebooks"
     if shard:  # shards share the results folder too: each keeps its own executed copies
         out_dir = out_dir / f"shard-{shard.replace('/', '-of-')}"
@@ -424,6 +444,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="default: $KD_PROFILE, else paper with a GPU and the real data, else cpu")
     rep.add_argument("--only", nargs="*", metavar="PREFIX", help="notebook prefixes to run, e.g. 01 02")
     _add_overrides(rep, "recorded in every run")
+    rep.add_argument("--dry-run", action="store_true",
+                     help="with --profile paper: its code path on local stand-ins (generated images and weights "
+                          "files, one epoch, one seed, short sweeps) in results/paper-dry-run; no download, "
+                          "numbers meaningless")
     rep.add_argument("--shard", metavar="I/N", default=None,
                      help="train shard I of N of every sweep's runs (sessions sharing one artifacts folder); "
                           "default: $KD_SHARD")
@@ -491,6 +515,8 @@ def _run(args) -> int:
 
     uses_profile = args.command in ("reproduce", "quickstart", "export", "estimate") or (
         args.command == "predict" and not args.model)
+    if args.command == "reproduce" and args.dry_run:
+        args.profile = dry_run_profile_name(args.profile)
     if uses_profile and args.profile is None:
         check_profile_env()
     if uses_profile:

@@ -11,9 +11,14 @@ Four profiles share one code path and differ only in scale:
 * ``smoke`` - continuous integration: the smallest run that still exercises
   every code path.
 
+``paper-dry-run`` (:func:`dry_run_profile`) is ``paper`` at the smallest
+scale, on stand-ins made locally: its code path (224 px, every backbone's
+weights loaded from a file, a folder data source) without a download.
+
 Environment variables (read when a profile is resolved, never at import):
 
-* ``KD_PROFILE``   - default profile name (``paper``, ``cpu``, ``smoke`` or ``colab``).
+* ``KD_PROFILE``   - default profile name (``paper``, ``cpu``, ``smoke``, ``colab`` or
+  ``paper-dry-run``).
 * ``KD_DATA_DIR``  - where datasets are downloaded / generated
   (default ``<root>/data``).
 * ``KD_ARTIFACTS`` - where models, logs and records go
@@ -124,7 +129,10 @@ class Profile:
     #: ``synthetic``, ``folder``, ``isic`` or ``sample`` (see ``kd_utils.data``).
     data_source: str
     image_size: int
-    #: ``"imagenet"`` or ``None`` for the keras.applications backbones.
+    #: Initial weights of the keras.applications backbones: ``"imagenet"``
+    #: (downloaded by Keras), ``None`` (random) or a folder holding the
+    #: ImageNet weight files under the names Keras gives them
+    #: (:data:`kd_utils.models.WEIGHTS_FILES`).
     weights: str | None
     teacher_epochs: int
     student_epochs: int
@@ -188,6 +196,11 @@ class Profile:
     #: 0.99, which over a few hundred steps from scratch lags far behind the
     #: weights (validation accuracy stuck at chance while training climbs).
     teacher_bn_momentum: float | None = None
+    #: The data source's folder; ``None``: the source's default in ``$KD_DATA_DIR``.
+    data_root: str | None = None
+    #: The data folder and the weights files are stand-ins that
+    #: :mod:`kd_utils.dry_run` generates when missing (``paper-dry-run``).
+    stand_ins: bool = False
 
     def __post_init__(self):
         counts = {"teacher_epochs": self.teacher_epochs, "student_epochs": self.student_epochs,
@@ -316,12 +329,52 @@ COLAB_CHANGES = {
 PROFILES["colab"] = PROFILES["paper"].replace(name="colab", **COLAB_CHANGES)
 
 
+#: The name of :func:`dry_run_profile`.
+DRY_RUN = "paper-dry-run"
+
+
+def dry_run_profile() -> Profile:
+    """``paper`` on stand-ins, at the smallest scale that still runs every step.
+
+    The code path is the paper's: 224 px, the ``folder`` data source, every
+    keras.applications backbone built with its weights loaded from a file,
+    the same loss, optimizers and learning rates. Only the scale and the
+    inputs differ: a few synthetic images per class in the paper dataset's
+    folder layout and weights files of randomly initialised backbones (both
+    made by :mod:`kd_utils.dry_run` under ``$KD_DATA_DIR/paper-dry-run``),
+    one epoch, one seed, two values per sweep. It proves that the paper's run
+    works end to end offline; its numbers mean nothing.
+    """
+    stand_ins = data_dir() / DRY_RUN
+    return PROFILES["paper"].replace(
+        name=DRY_RUN,
+        data_root=str(stand_ins / "images"),
+        weights=str(stand_ins / "weights"),
+        stand_ins=True,
+        teacher_epochs=1,
+        student_epochs=1,
+        backbone_student_epochs=1,
+        seeds=(10,),
+        temperatures=(3, 10),
+        batch_sizes=(18, 64),
+        alphas=(0.1, 0.5),
+    )
+
+
+def profile_names() -> tuple[str, ...]:
+    """Every name :func:`get_profile` accepts."""
+    return (*PROFILE_NAMES, DRY_RUN)
+
+
 def get_profile(name: str | None = None, **overrides) -> Profile:
     """The profile ``name``, else ``$KD_PROFILE``, else ``cpu``; with overrides."""
     name = name or os.environ.get("KD_PROFILE") or "cpu"
+    if name == DRY_RUN:
+        profile = dry_run_profile()
+        return profile.replace(**overrides) if overrides else profile
     if name not in PROFILES:
         raise ValueError(
-            f"Unknown profile {name!r}: expected one of {', '.join(PROFILE_NAMES)} "
+            f"Unknown profile {name!r}: expected one of {', '.join(profile_names())} "
             "(set KD_PROFILE or pass profile=...)."
         )
     profile = PROFILES[name]

@@ -15,6 +15,7 @@ Class 0 is benign, class 1 malignant.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Callable
 
 import keras
@@ -90,6 +91,19 @@ BACKBONES: dict[str, StudentSpec] = {
     "ResNet101": StudentSpec(keras.applications.ResNet101, "caffe", 32),
 }
 
+#: The file keras.applications downloads for each backbone's ImageNet weights
+#: without the classifier, under the name it keeps in ``~/.keras/models``
+#: (MobileNet: the 224 px file). A profile whose ``weights`` is a folder
+#: builds each backbone with the file of this name in it.
+WEIGHTS_FILES = {
+    "MobileNet": "mobilenet_1_0_224_tf_no_top.h5",
+    "VGG16": "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    "InceptionV3": "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    "EfficientNetB0": "efficientnetb0_notop.h5",
+    "ResNet50": "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    "ResNet101": "resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5",
+}
+
 #: Smallest input DSNet accepts: three valid 3x3 convolutions and two poolings
 #: must leave at least one pixel.
 DSNET_MIN_SIZE = 18
@@ -106,11 +120,10 @@ def _backbone(name: str, image_size: int, weights: str | None) -> keras.Model:
             f"{name} needs images of at least {spec.min_size}x{spec.min_size}; got {image_size}. "
             f"Use a profile with image_size >= {spec.min_size}."
         )
-    if weights not in (None, "imagenet"):
-        raise ValueError(f"weights must be 'imagenet' or None, got {weights!r}.")
+    source = weights_source(name, weights)
     try:
         return spec.constructor(
-            include_top=False, weights=weights, input_shape=(image_size, image_size, 3)
+            include_top=False, weights=source, input_shape=(image_size, image_size, 3)
         )
     except Exception as err:  # keras raises a bare Exception on URL errors
         if weights == "imagenet" and _looks_like_download_failure(err):
@@ -122,6 +135,27 @@ def _backbone(name: str, image_size: int, weights: str | None) -> keras.Model:
                 "~/.keras/models/ beforehand."
             ) from err
         raise
+
+
+def weights_source(name: str, weights: str | None) -> str | None:
+    """What the keras.applications constructor of backbone ``name`` gets as
+    ``weights``: ``"imagenet"``, ``None``, or - when ``weights`` is a folder -
+    the path of the backbone's file in it (:data:`WEIGHTS_FILES`), which
+    Keras loads itself (the same loading as for its downloaded file)."""
+    if weights in (None, "imagenet"):
+        return weights
+    folder = Path(weights).expanduser()
+    if not folder.is_dir():
+        raise ValueError(f"weights must be 'imagenet', None or a folder of weights files; got {weights!r}, "
+                         f"which is {'a file' if folder.exists() else 'not there'}.")
+    path = folder / WEIGHTS_FILES[name]
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"No weights file for {name} in {folder}: {path.name} is missing. The folder must hold the "
+            f"notop ImageNet files of keras.applications under their own names ({', '.join(WEIGHTS_FILES.values())}); "
+            f"the paper profile's dry run (python -m kd_utils reproduce --profile paper --dry-run) makes stand-ins."
+        )
+    return str(path)
 
 
 def _looks_like_download_failure(err: BaseException) -> bool:

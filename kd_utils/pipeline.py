@@ -25,7 +25,12 @@ def prepare_data(profile: config.Profile, root=None, rebuild: bool = False) -> d
 
     A saved manifest whose split (``profile.split``: the dataset's own
     folders kept, or pooled and re-split) is not the profile's is rebuilt.
+    A profile on stand-ins (``paper-dry-run``) gets its images and weights files first.
     """
+    if profile.stand_ins:
+        from . import dry_run
+
+        dry_run.ensure(profile)
     folder = config.artifacts_dir(profile) / "data"
     if not rebuild and (folder / "manifest.csv").is_file():
         try:
@@ -40,7 +45,7 @@ def prepare_data(profile: config.Profile, root=None, rebuild: bool = False) -> d
                            f"asks for {profile.split!r}. Rebuilding it now.")
     manifest = data.build_manifest(
         profile.data_source,
-        root,
+        root or profile.data_root,
         image_size=profile.image_size,
         seed=profile.seed,
         val_fraction=profile.val_fraction,

@@ -31,6 +31,7 @@ USAGE_CASES = [
     ("export-profile", ["export", "{tmp}/model.keras", "--profile", "bogus"], {}, ["'bogus'", "paper", "smoke"]),
     ("predict-profile", ["predict", "{tmp}/a.png", "--profile", "bogus"], {}, ["'bogus'", "paper", "smoke"]),
     ("reproduce-profile", ["reproduce", "--profile", "bogus"], {}, ["'bogus'", "paper", "smoke"]),
+    ("reproduce-dry-run-cpu", ["reproduce", "--profile", "cpu", "--dry-run"], {}, ["--dry-run", "--profile cpu", "paper"]),
     ("env-profile-quickstart", ["quickstart"], {"KD_PROFILE": "bogus"}, ["KD_PROFILE='bogus'", "paper, cpu, smoke"]),
     ("env-profile-export", ["export", "dsnet"], {"KD_PROFILE": "bogus"}, ["KD_PROFILE='bogus'", "paper, cpu, smoke"]),
     ("env-profile-predict", ["predict", "{tmp}/a.png"], {"KD_PROFILE": "bogus"}, ["KD_PROFILE='bogus'"]),

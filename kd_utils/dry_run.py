@@ -1,0 +1,143 @@
+"""Stand-ins for the paper profile's dry run (``paper-dry-run``).
+
+The paper profile needs two things a machine without network lacks: the
+ISIC images (a ``benign``/``malignant`` folder under ``train/`` and
+``test/``) and the ImageNet weights of six keras.applications backbones.
+This module makes local stand-ins for both, so that the paper's code path
+runs end to end offline:
+
+* images: a few synthetic lesions per class and split
+  (:mod:`kd_utils.synthetic`, 224 px PNGs) in the paper dataset's layout,
+  ``<root>/train|test/benign|malignant/``;
+* weights: for each backbone, the backbone built with ``include_top=False,
+  weights=None`` at the profile's input shape (a random initialisation with
+  a fixed seed), written in the format of the files keras.applications
+  downloads - Keras' HDF5 weights file with one group per layer, by layer
+  name, as ``~/.keras/models`` holds them - under the same names
+  (:data:`kd_utils.models.WEIGHTS_FILES`). The constructors then load them
+  with ``weights=<file>`` exactly as they load the downloaded file.
+
+Nothing here says anything about accuracy: the weights are random and the
+images few. :func:`ensure` is called by :func:`kd_utils.pipeline.prepare_data`
+for a profile with ``stand_ins``, so any notebook made to run on
+``paper-dry-run`` finds them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from . import config, storage, synthetic
+
+#: Images per class written to ``train/`` (a fifth of them go to validation)
+#: and to ``test/``.
+TRAIN_PER_CLASS = 4
+TEST_PER_CLASS = 2
+#: Seed of the stand-in weights: unlike any seed a run uses, so that a model
+#: whose weights equal the file's has loaded it.
+WEIGHTS_SEED = 2022
+
+
+def write_images(root, image_size: int, seed: int) -> Path:
+    """A few synthetic images in the paper dataset's layout under ``root``; returns ``root``."""
+    root = Path(root)
+    synthetic.write_dataset(root / "train", TRAIN_PER_CLASS, image_size, seed)
+    synthetic.write_dataset(root / "test", TEST_PER_CLASS, image_size, seed + 1)
+    return root
+
+
+def _legacy_weights(layer) -> list:
+    """A layer's variables in the order of Keras' HDF5 weight files (trainable first)."""
+    return list(layer.trainable_weights) + list(layer.non_trainable_weights)
+
+
+def save_weights_file(model, path) -> Path:
+    """Write ``model``'s weights as keras.applications' weight files hold them:
+    root attribute ``layer_names``, then per layer a group of that name with
+    attribute ``weight_names`` and one data set per weight. Written atomically."""
+    import h5py
+    import keras
+
+    def write(tmp):
+        with h5py.File(tmp, "w") as f:
+            f.attrs["layer_names"] = [layer.name.encode("utf8") for layer in model.layers]
+            f.attrs["backend"] = keras.backend.backend().encode("utf8")
+            f.attrs["keras_version"] = keras.__version__.encode("utf8")
+            for layer in model.layers:
+                group = f.create_group(layer.name)
+                variables = _legacy_weights(layer)
+                names = [f"{layer.name}/{v.name}_{i}".encode("utf8") for i, v in enumerate(variables)]
+                group.attrs["weight_names"] = names
+                for name, variable in zip(names, variables):
+                    group.create_dataset(name.decode("utf8"), data=keras.ops.convert_to_numpy(variable))
+
+    return storage.atomic_write(path, write)
+
+
+def read_weights_file(path) -> list[tuple[str, list[np.ndarray]]]:
+    """``(layer name, arrays)`` of every layer with weights in a weights file, in file order."""
+    import h5py
+
+    def names(attrs, key):
+        return [n.decode("utf8") if hasattr(n, "decode") else str(n) for n in attrs[key]]
+
+    with h5py.File(path, "r") as f:
+        layers = []
+        for layer in names(f.attrs, "layer_names"):
+            weights = names(f[layer].attrs, "weight_names")
+            if weights:
+                layers.append((layer, [np.asarray(f[layer][w]) for w in weights]))
+        return layers
+
+
+def backbone_weights(model) -> list[tuple[str, list[np.ndarray]]]:
+    """``(layer name, arrays)`` of every layer with weights of a built backbone,
+    in the order :func:`read_weights_file` gives them."""
+    return [(layer.name, [np.asarray(v) for v in _legacy_weights(layer)])
+            for layer in model.layers if _legacy_weights(layer)]
+
+
+def write_weights(name: str, image_size: int, folder) -> Path:
+    """The stand-in weights file of backbone ``name`` in ``folder`` (written now)."""
+    import keras
+
+    from . import models
+
+    keras.backend.clear_session(free_memory=True)  # layer names as in a fresh process, as Keras' own files
+    keras.utils.set_random_seed(WEIGHTS_SEED)
+    backbone = models.BACKBONES[name].constructor(include_top=False, weights=None,
+                                                  input_shape=(image_size, image_size, 3))
+    return save_weights_file(backbone, Path(folder) / models.WEIGHTS_FILES[name])
+
+
+def backbones(profile: config.Profile) -> tuple[str, ...]:
+    """The backbones a profile builds: the teacher's ResNet50 and its students."""
+    return tuple(dict.fromkeys(("ResNet50", *profile.students)))
+
+
+def ensure(profile: config.Profile) -> dict:
+    """The profile's stand-in images and weights files, each written when missing.
+
+    Returns ``{"images": folder, "weights": folder, "written": [what was made now]}``.
+    """
+    if not profile.stand_ins or not profile.data_root or profile.weights in (None, "imagenet"):
+        raise ValueError(f"profile {profile.name!r} has no stand-ins (stand_ins, data_root and a weights folder).")
+    from . import models
+
+    written = []
+    images = Path(profile.data_root)
+    if not all((images / split / "synthetic.json").is_file() for split in ("train", "test")):
+        written.append(str(write_images(images, profile.image_size, profile.seed)))
+    weights = Path(profile.weights)
+    for name in backbones(profile):
+        if not (weights / models.WEIGHTS_FILES[name]).is_file():
+            written.append(str(write_weights(name, profile.image_size, weights)))
+    if written:
+        import keras
+
+        keras.backend.clear_session(free_memory=True)
+        print(f"stand-ins for profile {profile.name} written (they prove the code path, not accuracy): "
+              + ", ".join(Path(w).name for w in written), flush=True)
+    return {"images": str(images), "weights": str(weights), "written": written}
