@@ -109,7 +109,9 @@ def notebook_plan(p: config.Profile, chosen: dict) -> list[tuple[str, str, tuple
     at_chosen = {"temperature": T, "alpha": a}
     dsnet, no_teacher = ("DSNet",), {"alpha": 1.0}
     sweep_eq5 = [{"temperature": t} for t in p.temperatures]
+    pretraining = [("02", "teacher pretraining on generated images (once)", (TEACHER,), [{"pretraining": True}])]
     return [
+        *(pretraining if p.teacher_pretrain_per_class else []),
         ("02", "ResNet50 teacher (once, the profile's seed)", (TEACHER,), [{}]),
         ("03", "DSNet at the profile's T and alpha", dsnet, [{"temperature": p.temperature, "alpha": p.alpha}]),
         ("03", "DSNet without teacher (alpha = 1)", dsnet, [no_teacher]),
@@ -143,8 +145,15 @@ def plan_table(profile: config.Profile, chosen: dict | None = None) -> list[dict
         asked, new = 0, []
         for student in students:
             for settings in settings_list:
-                if student == TEACHER:
-                    key, _, c = pipeline._teacher_run(profile, "planned")
+                if student == TEACHER and settings.get("pretraining"):
+                    key, _, c = pipeline._pretrain_run(profile, "planned")
+                    # Its images per epoch as epochs over the profile's training split.
+                    own = 2 * profile.synthetic_per_class * (1 - profile.test_fraction) * (1 - profile.val_fraction)
+                    ratio = 2 * profile.teacher_pretrain_per_class * 0.8 / own
+                    c = {**c, "epochs": max(1, round(c["epochs"] * ratio))}
+                    runs = [(key, c, profile.seed)]
+                elif student == TEACHER:
+                    key, _, c = pipeline._teacher_run(profile, "planned", "planned")
                     runs = [(key, c, profile.seed)]
                 else:
                     runs = []

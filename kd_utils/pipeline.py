@@ -279,9 +279,10 @@ def _pretrain_run(profile: config.Profile, manifest_hash: str):
     return (*_run(profile, "teacher-pretrain", run_config, manifest_hash), run_config)
 
 
-def _teacher_run(profile: config.Profile, manifest_hash: str):
+def _teacher_run(profile: config.Profile, manifest_hash: str, pretraining_hash: str | None = None):
     """``(key, folder, config)`` of the profile's teacher run (its key covers
-    the pretraining run's, when the profile pretrains)."""
+    the pretraining run's, when the profile pretrains; ``pretraining_hash``:
+    that run's data, default :func:`pretraining_data`'s)."""
     pretrained = profile.teacher_pretrain_per_class > 0
     run_config = {
         "model": "ResNet50 teacher",
@@ -297,7 +298,8 @@ def _teacher_run(profile: config.Profile, manifest_hash: str):
     if profile.teacher_bn_momentum is not None:
         run_config["bn_momentum"] = profile.teacher_bn_momentum
     if pretrained:
-        run_config["pretrained_from"] = _pretrain_run(profile, pretraining_data(profile).content_hash)[0]
+        run_config["pretrained_from"] = _pretrain_run(
+            profile, pretraining_hash or pretraining_data(profile).content_hash)[0]
     return (*_run(profile, "teacher-resnet50", run_config, manifest_hash), run_config)
 
 

@@ -20,9 +20,10 @@ def hand_count(p: config.Profile) -> int:
     (T and alpha chosen on validation assumed to be the profile's own)."""
     s = len(p.seeds)
     return (1  # 02: the teacher, once
+            + (p.teacher_pretrain_per_class > 0)  # 02: its pretraining, once
             + 2 * s  # 03: DSNet at the profile's T and alpha; without teacher
             + (len(p.temperatures) - (p.temperature in p.temperatures)) * s  # 04: eq. (5) sweep, less 03's T
-            + len(p.temperatures) * s  # 04: the T^2 sweep
+            + (len(p.temperatures) - (1 in p.temperatures)) * s  # 04: the T^2 sweep (at T = 1 the same runs)
             + (len(p.alphas) - (p.alpha in p.alphas)) * s  # 04: alphas at the chosen T, less the one done
             + 2 * len(p.students) * s  # 05: each large student with and without teacher
             + (len(p.batch_sizes) - (p.batch_size in p.batch_sizes)) * s  # 06: batch sizes, less the one done
@@ -46,7 +47,7 @@ def test_smoke_plan_matches_the_hand_count():
 
 def test_the_paper_plan_and_what_changes_it():
     paper = config.get_profile("paper")
-    assert len(estimate.planned_runs(paper)) == hand_count(paper) == 124
+    assert len(estimate.planned_runs(paper)) == hand_count(paper) == 121
     smoke = config.get_profile("smoke")
     more_seeds = smoke.replace(seeds=(10, 11, 12))
     assert len(estimate.planned_runs(more_seeds)) == hand_count(more_seeds) == 1 + 28 // 2 * 3
@@ -156,3 +157,13 @@ def test_usage_errors_exit_2_with_one_line_before_tensorflow():
         assert result["code"] == 2 and len(lines) == 1 and lines[0].startswith("error: "), (case_id, result)
         assert all(word in lines[0] for word in words), (case_id, lines[0])
         assert result["stdout"] == ""
+
+
+def test_the_cpu_plan_counts_the_teachers_pretraining():
+    cpu = config.get_profile("cpu")
+    runs = estimate.planned_runs(cpu)
+    assert len(runs) == hand_count(cpu)
+    first, teacher = runs[0], runs[1]
+    assert first.what.startswith("teacher pretraining") and teacher.model == estimate.TEACHER
+    # 2 x 2,500 generated images (80% for training) for 2 epochs, as epochs over the 672 training images
+    assert first.epochs == round(2 * (2 * 2500 * 0.8) / (2 * 600 * 0.7 * 0.8))
