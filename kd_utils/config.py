@@ -309,7 +309,7 @@ PROFILES: dict[str, Profile] = {
 
 #: What the ``colab`` profile changes in ``paper``, and nothing else, so that
 #: every notebook fits one Colab T4 session (about 10 h; ``python -m kd_utils
-#: estimate --profile colab --flops`` gives about 6.5 h against 24 h for
+#: estimate --profile colab --flops`` gives about 6.5 h against 23.7 h for
 #: ``paper`` in float32):
 #:
 #: * ``mixed_precision`` - float16 compute with float32 variables and loss
