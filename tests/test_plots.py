@@ -56,3 +56,21 @@ def test_confusion_matrix_figure_refuses_an_empty_list():
     with pytest.raises(ValueError, match="empty list"):
         plots.confusion_matrices({"none": []}, "test")
     plt.close("all")
+
+
+def test_temperature_sweep_draws_each_loss_form_and_the_paper():
+    import pandas as pd
+
+    def table(test, val):
+        return pd.DataFrame({"test accuracy": test, "test sd": [0.01, 0.02], "val accuracy": val},
+                            index=pd.Index([3.0, 10.0], name="T"))
+
+    forms = {"paper eq. (5)": table([0.8, 0.82], [0.79, 0.8]), "eq. (5) with T^2": table([0.85, 0.9], [0.84, 0.88])}
+    fig = plots.temperature_sweep(forms, {3: 0.828, 10: 0.917}, "Table 1")
+    ax = fig.axes[0]
+    labels = ax.get_legend_handles_labels()[1]
+    assert sorted(labels) == sorted(["paper eq. (5): test (mean ± sd)", "paper eq. (5): validation", "eq. (5) with T^2: test (mean ± sd)",
+                      "eq. (5) with T^2: validation", "paper, test (one run)"])
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    np.testing.assert_allclose(lines["eq. (5) with T^2: validation"].get_ydata(), [0.84, 0.88])
+    plt.close(fig)

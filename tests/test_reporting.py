@@ -58,3 +58,18 @@ def test_per_class_mean_and_sd_over_runs():
     assert mean.loc["benign", "precision"] == pytest.approx(0.85)
     assert reporting.per_class(runs, "std").loc["malignant", "precision"] == pytest.approx(0.0707107, abs=1e-6)
     assert reporting.per_class(run(0.8, 0.6)).loc["benign", "precision"] == pytest.approx(0.8)  # one record
+
+
+def test_table1_puts_both_loss_forms_side_by_side():
+    by_form = {"paper eq. (5)": {3.0: [record(0.70, 0.80), record(0.72, 0.84)], 10.0: [record(0.75, 0.90)]},
+               "eq. (5) with T^2": {3.0: [record(0.78, 0.86), record(0.80, 0.88)], 10.0: [record(0.81, 0.92)]}}
+    table = reporting.sweep_forms_table(by_form, reporting.PAPER_TABLE1)
+    assert list(table.index) == [3.0, 10.0] and table.index.name == "T"
+    row = table.loc[3.0]
+    assert row["val accuracy, paper eq. (5)"] == pytest.approx(0.71)
+    assert row["test accuracy, eq. (5) with T^2"] == pytest.approx(0.87)
+    assert row["test sd, eq. (5) with T^2"] == pytest.approx(0.01 * math.sqrt(2))
+    # The paper's numbers are for its own equation (5): the difference is taken there.
+    assert row["paper (test)"] == pytest.approx(0.828)
+    assert row["difference, paper eq. (5)"] == pytest.approx(0.82 - 0.828)
+    assert table.loc[10.0, "seeds"] == 1
