@@ -146,8 +146,11 @@ def ensure_data(profile: config.Profile) -> Download | None:
     Only the ``folder`` (Kaggle) and ``isic`` sources of the ``paper``
     profile download: when their folder is missing or a download into it was
     cut short. Synthetic or bundled data, data in place, or a folder filled
-    by hand: nothing is done and None is returned.
+    by hand: nothing is done and None is returned. So is a profile that
+    names its own data folder (``data_root``; the dry run's stand-ins).
     """
+    if getattr(profile, "data_root", None) or getattr(profile, "stand_ins", False):
+        return None
     if profile.data_source == "isic":
         if (config.data_dir() / "isic" / "metadata.csv").is_file():
             return None

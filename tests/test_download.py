@@ -144,8 +144,10 @@ def test_isic_reuses_isic_cli_and_explains_failures(tmp_path, monkeypatch):
 
 
 def test_notebook_01_fetches_only_for_the_paper_profile(kaggle):
-    for name in ("smoke", "cpu"):
+    for name in ("smoke", "cpu", config.DRY_RUN):
         assert download.ensure_data(config.get_profile(name)) is None
+    # a paper profile pointed at its own folder (the dry run's stand-ins) is not downloaded into
+    assert download.ensure_data(config.get_profile("paper", data_root="/somewhere/else")) is None
     assert kaggle.calls == [] and not config.data_dir().exists()
     paper = config.get_profile("paper")
     fetched = download.ensure_data(paper)
