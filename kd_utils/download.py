@@ -149,7 +149,7 @@ def ensure_data(profile: config.Profile) -> Download | None:
     by hand: nothing is done and None is returned. So is a profile that
     names its own data folder (``data_root``; the dry run's stand-ins).
     """
-    if getattr(profile, "data_root", None) or getattr(profile, "stand_ins", False):
+    if profile.data_root or profile.stand_ins:
         return None
     if profile.data_source == "isic":
         if (config.data_dir() / "isic" / "metadata.csv").is_file():
