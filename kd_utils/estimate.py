@@ -149,7 +149,8 @@ def plan_table(profile: config.Profile, chosen: dict | None = None) -> list[dict
                     key, _, c = pipeline._pretrain_run(profile, "planned")
                     # Its images per epoch as epochs over the profile's training split.
                     own = 2 * profile.synthetic_per_class * (1 - profile.test_fraction) * (1 - profile.val_fraction)
-                    ratio = 2 * profile.teacher_pretrain_per_class * 0.8 / own
+                    share = 1 - pipeline.PRETRAIN_VAL_SHARE - pipeline.PRETRAIN_TEST_SHARE
+                    ratio = 2 * profile.teacher_pretrain_per_class * share / own
                     c = {**c, "epochs": max(1, round(c["epochs"] * ratio))}
                     runs = [(key, c, profile.seed)]
                 elif student == TEACHER:

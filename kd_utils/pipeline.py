@@ -235,6 +235,9 @@ def _run(profile: config.Profile, name: str, run_config: dict, manifest_hash: st
 #: (:attr:`~kd_utils.config.Profile.teacher_pretrain_per_class`): another
 #: generator seed, so none of them is an image of the profile's own splits.
 PRETRAIN_SEED_OFFSET = 100_000
+#: The pretraining set's validation and test shares (of all its images);
+#: the rest, 80%, trains.
+PRETRAIN_VAL_SHARE, PRETRAIN_TEST_SHARE = 0.1, 0.1
 
 
 def pretraining_data(profile: config.Profile) -> data.Manifest:
@@ -254,7 +257,8 @@ def pretraining_data(profile: config.Profile) -> data.Manifest:
             storage.notice(f"{err} Rebuilding it now.")
     manifest = data.build_manifest(
         "synthetic", config.data_dir() / f"synthetic-{name}",
-        image_size=profile.image_size, seed=seed, val_fraction=0.1 / 0.9, test_fraction=0.1,
+        image_size=profile.image_size, seed=seed, val_fraction=PRETRAIN_VAL_SHARE / (1 - PRETRAIN_TEST_SHARE),
+        test_fraction=PRETRAIN_TEST_SHARE,
         synthetic_per_class=n, work_dir=folder / "converted")
     manifest.save(folder)
     return manifest
