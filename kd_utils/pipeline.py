@@ -426,6 +426,27 @@ def _new_teacher(profile: config.Profile) -> keras.Model:
     return teacher
 
 
+def _teacher_builder(profile, manifest, strategy, learning_rate, start: dict | None = None):
+    """``build(batching)`` for :func:`kd_utils.memory.fit_within_memory`: the
+    profile's teacher (with ``start["weights"]`` when given), compiled with
+    Adam at ``learning_rate`` (a number or a schedule), and the datasets at
+    the micro-batch."""
+    accel = accelerator_options(profile)
+
+    def build(batching):
+        _release_memory()
+        training.set_seeds(profile.seed)
+        splits = datasets(profile, manifest, batching.micro_batch)
+        with _build_scope(strategy, accel.get("mixed_precision", False)):
+            teacher = _new_teacher(profile)
+            if start:
+                teacher.set_weights(start["weights"])
+            _classifier_compile(teacher, learning_rate, batching.accumulation_steps, **accel)
+        return teacher, splits
+
+    return build
+
+
 def pretrain_teacher(profile: config.Profile, verbose: int = 2, strategy=None):
     """Pretrain (or load, when done) the teacher on generated images; returns ``(model, record)``.
 
@@ -438,19 +459,10 @@ def pretrain_teacher(profile: config.Profile, verbose: int = 2, strategy=None):
     """
     manifest = pretraining_data(profile)
     key, run_dir, run_config = _pretrain_run(profile, manifest.content_hash)
-    accel = accelerator_options(profile)
     # Updates over the run (the same with gradient accumulation): the cosine decay's length.
     steps = -(-int(manifest.counts().loc["train", "total"]) // profile.batch_size) * profile.teacher_pretrain_epochs
-
-    def build(batching):
-        _release_memory()
-        training.set_seeds(profile.seed)
-        splits = datasets(profile, manifest, batching.micro_batch)
-        with _build_scope(strategy, accel.get("mixed_precision", False)):
-            model = _new_teacher(profile)
-            _classifier_compile(model, keras.optimizers.schedules.CosineDecay(profile.lr_backbone, steps),
-                                batching.accumulation_steps, **accel)
-        return model, splits
+    build = _teacher_builder(profile, manifest, strategy, keras.optimizers.schedules.CosineDecay(profile.lr_backbone,
+                                                                                                steps))
 
     def train(lock):
         model, splits, fit_info = memory.fit_within_memory(
@@ -472,19 +484,8 @@ def train_teacher(profile: config.Profile, manifest: data.Manifest, verbose: int
     the record's ``pretraining`` holds that run's key and accuracies.
     """
     key, run_dir, run_config = _teacher_run(profile, manifest.content_hash)
-    accel = accelerator_options(profile)
-    start = {}
-
-    def build(batching):
-        _release_memory()
-        training.set_seeds(profile.seed)
-        splits = datasets(profile, manifest, batching.micro_batch)
-        with _build_scope(strategy, accel.get("mixed_precision", False)):
-            teacher = _new_teacher(profile)
-            if start:
-                teacher.set_weights(start["weights"])
-            _classifier_compile(teacher, run_config["learning_rate"], batching.accumulation_steps, **accel)
-        return teacher, splits
+    start = {}  # the pretrained weights, once pretrain_teacher has run
+    build = _teacher_builder(profile, manifest, strategy, run_config["learning_rate"], start)
 
     def train(lock):
         if profile.teacher_pretrain_per_class:
