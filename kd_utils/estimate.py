@@ -45,7 +45,6 @@ saved manifest when notebook 01 has made one, else from the profile
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 
 from . import config
