@@ -2,10 +2,7 @@
 kagglehub is a stand-in module whose ``dataset_download`` returns a small
 folder tree in the Kaggle dataset's layout (tiny generated JPEGs)."""
 
-import json
-import subprocess
 import sys
-import textwrap
 import types
 from pathlib import Path
 
@@ -16,7 +13,8 @@ from PIL import Image
 from kd_utils import __main__ as cli
 from kd_utils import config, data, download
 
-REPO = Path(__file__).resolve().parent.parent
+from cli_child import run_cli_cases
+
 #: Images per folder of the fixture.
 FIXTURE = {"train/benign": 6, "train/malignant": 5, "test/benign": 3, "test/malignant": 2}
 
@@ -173,30 +171,6 @@ def test_cli_download_prints_counts_and_exit_code_follows_the_check(kaggle, monk
     assert "already complete" in capsys.readouterr().out
 
 
-CHILD = textwrap.dedent(
-    """
-    import contextlib, importlib.abc, io, json, os, sys
-
-    class Block(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("tensorflow", "keras", "kagglehub"):
-                raise ImportError(f"{name} is not installed here")
-
-    sys.meta_path.insert(0, Block())
-    from kd_utils.__main__ import entry
-
-    out = {}
-    for case_id, argv in json.loads(sys.argv[1]):
-        err, std = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(std):
-            code = entry(argv)
-        out[case_id] = {"code": code, "stderr": err.getvalue(), "stdout": std.getvalue()}
-    out["_modules"] = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras"))
-    print(json.dumps(out))
-    """
-)
-
-
 def test_cli_download_usage_errors_exit_2_in_one_line_before_tensorflow(tmp_path):
     (tmp_path / "a_file").write_text("a file where a folder belongs")
     cases = {
@@ -206,11 +180,8 @@ def test_cli_download_usage_errors_exit_2_in_one_line_before_tensorflow(tmp_path
         "out-file": (["download", "--out", str(tmp_path / "a_file")], ["--out", "is a file, not a folder"]),
         "no-kagglehub": (["download", "--out", str(tmp_path / "ds")], ["pip install kagglehub", download.KAGGLE_URL]),
     }
-    run = subprocess.run([sys.executable, "-c", CHILD, json.dumps([(k, v[0]) for k, v in cases.items()])],
-                         cwd=REPO, capture_output=True, text=True, timeout=120,
-                         env={**__import__("os").environ, "KD_DATA_DIR": str(tmp_path / "data")})
-    assert run.returncode == 0, run.stderr[-3000:]
-    results = json.loads(run.stdout.splitlines()[-1])
+    results = run_cli_cases([(k, v[0]) for k, v in cases.items()], ("tensorflow", "keras", "kagglehub"),
+                            {"KD_DATA_DIR": str(tmp_path / "data")})
     for case_id, (_, words) in cases.items():
         result = results[case_id]
         lines = result["stderr"].splitlines()

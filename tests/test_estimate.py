@@ -1,17 +1,14 @@
 """The planned runs of a profile and the estimate of their hours (kd_utils.estimate, CLI ``estimate``)."""
 
 import json
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import pytest
 
 from kd_utils import config, estimate
 from kd_utils.__main__ import main
 
-REPO = Path(__file__).resolve().parent.parent
+from cli_child import run_cli_cases
+
 NOTEBOOKS = ["02", "03", "04", "05", "06", "07"]
 
 
@@ -113,28 +110,6 @@ def test_cli_estimate_json(capsys, monkeypatch):
     assert result["seeds"] == [10] and result["runs"] == hand_count(config.get_profile("smoke", seeds=(10,)))
 
 
-CHILD = textwrap.dedent(
-    """
-    import contextlib, importlib.abc, io, json, sys
-
-    class Block(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("tensorflow", "keras"):
-                raise ImportError(f"{name} imported before the arguments were checked")
-
-    sys.meta_path.insert(0, Block())
-    from kd_utils.__main__ import entry
-
-    out = {}
-    for case_id, argv in json.loads(sys.argv[1]):
-        err, std = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(std):
-            code = entry(argv)
-        out[case_id] = {"code": code, "stderr": err.getvalue(), "stdout": std.getvalue()}
-    print(json.dumps(out))
-    """
-)
-
 USAGE = [
     ("steps-0", ["estimate", "--steps", "0"], ["--steps", ">= 1"]),
     ("profile", ["estimate", "--profile", "bogus"], ["'bogus'", "colab"]),
@@ -147,16 +122,14 @@ USAGE = [
 
 def test_usage_errors_exit_2_with_one_line_before_tensorflow():
     cases = [(case_id, argv) for case_id, argv, _ in USAGE]
-    run = subprocess.run([sys.executable, "-c", CHILD, json.dumps(cases)], cwd=REPO, capture_output=True,
-                         text=True, timeout=120)
-    assert run.returncode == 0, run.stderr[-3000:]
-    results = json.loads(run.stdout.splitlines()[-1])
+    results = run_cli_cases(cases)
     for case_id, _, words in USAGE:
         result = results[case_id]
         lines = result["stderr"].splitlines()
         assert result["code"] == 2 and len(lines) == 1 and lines[0].startswith("error: "), (case_id, result)
         assert all(word in lines[0] for word in words), (case_id, lines[0])
         assert result["stdout"] == ""
+    assert results["_modules"] == []
 
 
 def test_the_cpu_plan_counts_the_teachers_pretraining():
