@@ -275,7 +275,7 @@ def reproduce(profile_name: str | None, only: list[str] | None = None, seeds: li
 
 
 def estimate(profile_name: str | None, flops: bool, steps: int, warmup: int, as_json: bool, seeds=None,
-             mixed_precision: bool = False, jit: bool = False, students=None) -> int:
+             mixed_precision: bool = False, jit: bool = False, students=None, step_times: str | None = None) -> int:
     """Print the runs of notebooks 02-07 and their hours (see :mod:`kd_utils.estimate`)."""
     from . import config
 
@@ -287,7 +287,18 @@ def estimate(profile_name: str | None, flops: bool, steps: int, warmup: int, as_
     from . import estimate as est  # TensorFlow from here on
 
     log = None if as_json else (lambda line: print(line, file=sys.stderr, flush=True))
-    result = est.flop_estimate(profile) if flops else est.estimate(profile, steps=steps, warmup=warmup, log=log)
+    if step_times:
+        import json
+
+        try:
+            measured = json.loads(Path(step_times).read_text())
+            result = est.from_step_times(profile, measured)
+        except (OSError, ValueError) as err:
+            raise UsageError(f"--step-times {step_times}: {err}") from None
+    elif flops:
+        result = est.flop_estimate(profile)
+    else:
+        result = est.estimate(profile, steps=steps, warmup=warmup, log=log)
     if as_json:
         import json
 
@@ -458,6 +469,9 @@ def build_parser() -> argparse.ArgumentParser:
     est.add_argument("--steps", type=_count(1), default=3, help="timed training steps per model (default 3)")
     est.add_argument("--warmup", type=_count(1), default=1, help="untimed steps before them (default 1)")
     est.add_argument("--json", action="store_true", help="the estimate as one JSON document on stdout")
+    est.add_argument("--step-times", metavar="FILE", default=None,
+                     help="step times measured elsewhere by `python -m kd_utils.steptime --out FILE` "
+                          "(no timing here)")
     _add_overrides(est, "as the runs would")
     quick = sub.add_parser("quickstart", help="data, teacher and distilled DSNet; prints test metrics")
     quick.add_argument("--profile", choices=profiles, default=None, help="default: $KD_PROFILE or cpu")
@@ -536,7 +550,7 @@ def _run(args) -> int:
     if args.command == "estimate":
         check_students(args.students)
         return estimate(args.profile, args.flops, args.steps, args.warmup, args.json, args.seeds,
-                        args.mixed_precision, args.jit, args.students)
+                        args.mixed_precision, args.jit, args.students, args.step_times)
     if args.command == "export":
         return export(args.model, args.quantize, args.profile, args.out, args.calibration)
     if args.command == "predict":

@@ -32,8 +32,11 @@ Two ways to turn runs into hours:
   processes, divided by an ASSUMED sustained training throughput of a T4
   (:data:`T4_THROUGHPUT`). No GPU needed; an estimate to plan a Colab
   session with, not a measurement.
+* **measured elsewhere** (:func:`from_step_times`, ``--step-times FILE``):
+  the step times :mod:`kd_utils.steptime` measured on another machine
+  (e.g. a GPU with JAX but no TensorFlow), one precision of them.
 
-Both count, per run: ``epochs`` passes over the training split (a training
+All three count, per run: ``epochs`` passes over the training split (a training
 step costs about 3 forward passes: forward, and backward for activations and
 weights), one forward pass over the validation split per epoch, one over the
 test split at the end, and a fixed :data:`RUN_OVERHEAD_S` (building,
@@ -348,6 +351,41 @@ def estimate(profile: config.Profile, steps: int = 3, warmup: int = 1, chosen: d
     if untimed:
         method += f"; not timed, scaled from {reference}'s time by FLOPs: {', '.join(untimed)}"
     return _summarise(profile, runs, sizes, where, per_run, method, reporting.hardware(), models_)
+
+
+def from_step_times(profile: config.Profile, step_times: dict, chosen: dict | None = None,
+                    precision: str | None = None) -> dict:
+    """Hours of the profile's runs from step times measured by :mod:`kd_utils.steptime`.
+
+    ``step_times``: the JSON that ``python -m kd_utils.steptime --out`` wrote.
+    ``precision`` (default: the profile's) picks its float32 or mixed_float16
+    times. The measurement must be of the profile's image size and batch size,
+    and must hold every model the profile trains."""
+    precision = precision or ("mixed_float16" if profile.mixed_precision else "float32")
+    for key in ("image_size", "batch_size"):
+        if int(step_times.get(key, -1)) != int(getattr(profile, key)):
+            raise ValueError(f"the step times were measured at {key} {step_times.get(key)}, "
+                             f"profile {profile.name} uses {getattr(profile, key)}")
+    runs = planned_runs(profile, chosen)
+    sizes, where = split_sizes(profile)
+    names = list(dict.fromkeys(r.model for r in runs))
+    measured = step_times.get("models", {})
+    missing = [m for m in names if precision not in measured.get(m, {})]
+    if missing:
+        raise ValueError(f"no {precision} step time for {', '.join(missing)} in the measurement")
+    flops = model_flops(names, profile.image_size)
+    models_ = {m: {"gflops_per_image": flops[m] / 1e9, "step_s": float(measured[m][precision]["step_s"]),
+                   "timed": True} for m in names}
+    per_run = []
+    for r in runs:
+        train_image_s = models_[r.model]["step_s"] / profile.batch_size
+        per_run.append(_run_seconds(r, sizes, train_image_s, train_image_s / TRAIN_STEP_FACTOR))
+    method = (f"step times measured by kd_utils.steptime ({step_times.get('backend')} backend, Keras "
+              f"{step_times.get('keras')}, {precision}, batch {profile.batch_size}, {profile.image_size} px, "
+              f"median of {step_times.get('steps')} steps), plus {RUN_OVERHEAD_S:g} s per run")
+    result = _summarise(profile, runs, sizes, where, per_run, method, str(step_times.get("device")), models_)
+    result["mixed_precision"] = precision == "mixed_float16"
+    return result
 
 
 NOTEBOOK_NAMES = {"02": "02 teacher", "03": "03 distil DSNet", "04": "04 T and alpha sweep",

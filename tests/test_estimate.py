@@ -140,3 +140,47 @@ def test_the_cpu_plan_counts_the_teachers_pretraining():
     assert first.what.startswith("teacher pretraining") and teacher.model == estimate.TEACHER
     # 2 x 2,500 generated images (80% for training) for 2 epochs, as epochs over the 672 training images
     assert first.epochs == round(2 * (2 * 2500 * 0.8) / (2 * 600 * 0.7 * 0.8))
+
+
+def measured_file(profile, step_s: dict, precision="float32") -> dict:
+    """What ``python -m kd_utils.steptime --out`` writes, with given step times."""
+    return {"profile": profile.name, "image_size": profile.image_size, "batch_size": profile.batch_size,
+            "device": "1 x Test GPU", "backend": "jax", "keras": "3.x", "steps": 10, "warmup": 3,
+            "models": {m: {precision: {"step_s": s, "first_step_s": 1.0, "params": 1}} for m, s in step_s.items()}}
+
+
+def test_hours_from_step_times_measured_elsewhere(capsys, tmp_path):
+    profile = config.get_profile("smoke", image_size=32)
+    names = [estimate.TEACHER, "DSNet", *profile.students]
+    step_s = {name: 0.01 * (i + 1) for i, name in enumerate(names)}
+    result = estimate.from_step_times(profile, measured_file(profile, step_s))
+    sizes, _ = estimate.split_sizes(profile)
+    by_hand = 0.0
+    for run in estimate.planned_runs(profile):
+        image_s = step_s[run.model] / profile.batch_size  # a training image; a forward one is a third of it
+        by_hand += (run.epochs * (sizes["train"] * image_s + sizes["val"] * image_s / 3)
+                    + sizes["test"] * image_s / 3 + estimate.RUN_OVERHEAD_S)
+    assert result["hours"] == pytest.approx(by_hand / 3600)
+    assert result["device"] == "1 x Test GPU" and "jax backend" in result["method"]
+    assert {m: v["step_s"] for m, v in result["models"].items()} == step_s
+    # From the command line; a measurement at another size or without a model is refused.
+    path = tmp_path / "steps.json"
+    path.write_text(json.dumps(measured_file(profile, step_s)))
+    assert main(["estimate", "--profile", "smoke", "--step-times", str(path)]) == 2  # smoke is 75 px, not 32
+    assert "measured at image_size 32, profile smoke uses 75" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="no mixed_float16 step time for ResNet50 teacher"):
+        estimate.from_step_times(profile, measured_file(profile, step_s), precision="mixed_float16")
+
+
+def test_steptime_times_a_training_step_on_the_current_backend(tmp_path):
+    from kd_utils import steptime
+
+    entry = steptime.time_step("DSNet", 224, 2, "float32", steps=1, warmup=1)  # the paper's size
+    assert entry["params"] == 268_898 and entry["step_s"] > 0 and entry["first_step_s"] > 0
+    with pytest.raises(ValueError, match="precision must be one of float32, mixed_float16"):
+        steptime.time_step("DSNet", 32, 4, "bfloat16")
+    out = tmp_path / "t.json"
+    result = steptime.measure(config.get_profile("smoke", image_size=32, batch_size=4), ("float32",), steps=1,
+                              warmup=1, models=["DSNet"], out=str(out), log=None)
+    assert json.loads(out.read_text()) == result and result["backend"] == "tensorflow"
+    assert set(result["models"]) == {"DSNet"} and result["image_size"] == 32

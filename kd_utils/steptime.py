@@ -1,0 +1,144 @@
+"""Seconds per training step of every model a profile trains, on any Keras backend.
+
+``python -m kd_utils.steptime --profile paper --out step_times.json``
+
+Builds the ResNet50 teacher, DSNet and the profile's large students with
+``weights=None`` at the profile's image size, compiles each as a two-class
+classifier (Adam; loss scaling under ``mixed_float16``, as the pipeline
+does) and times ``train_on_batch`` on random images at the profile's batch
+size. It imports Keras and the models only, so it also runs where
+TensorFlow is not installed, on the JAX or PyTorch backend
+(``KERAS_BACKEND=jax``), e.g. on a GPU machine that has JAX but no
+TensorFlow. ``python -m kd_utils estimate --profile paper --step-times
+step_times.json`` turns the file into runs and hours per notebook.
+
+The numbers are the backend's, not the pipeline's: the same layers and
+optimizer, but another compiler (XLA under JAX, always) and no tf.data
+input pipeline, so they are a lower bound on a TensorFlow run's step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+from . import config
+
+PRECISIONS = ("float32", "mixed_float16")
+
+
+def device_name() -> str:
+    """The accelerator the Keras backend computes on, else the CPU."""
+    import keras
+
+    backend = keras.backend.backend()
+    try:
+        if backend == "jax":
+            import jax
+
+            dev = jax.devices()[0]
+            if dev.platform != "cpu":
+                return f"{len(jax.devices())} x {dev.device_kind}"
+        elif backend == "torch":
+            import torch
+
+            if torch.cuda.is_available():
+                return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
+        elif backend == "tensorflow":
+            from .reporting import hardware
+
+            return hardware()
+    except Exception:  # pragma: no cover - a backend without device queries
+        pass
+    return f"CPU ({os.cpu_count()} cores, {platform.machine()})"
+
+
+def time_step(model: str, image_size: int, batch_size: int, precision: str = "float32",
+              steps: int = 5, warmup: int = 2) -> dict:
+    """``{"step_s": median seconds, "first_step_s": ..., "params": n}`` for one model.
+
+    ``first_step_s`` is the first call (tracing and compiling included)."""
+    import keras
+    import numpy as np
+
+    from .estimate import _build
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    keras.backend.clear_session(free_memory=True)
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)
+    try:
+        net = _build(model, image_size)
+        adam = keras.optimizers.Adam(1e-3)
+        net.compile(optimizer=keras.optimizers.LossScaleOptimizer(adam) if precision != "float32" else adam,
+                    loss=keras.losses.CategoricalCrossentropy(from_logits=True))
+    finally:
+        keras.config.set_dtype_policy(previous)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(batch_size, image_size, image_size, 3)).astype("float32")
+    y = np.eye(2, dtype="float32")[rng.integers(0, 2, size=batch_size)]
+    start = time.perf_counter()
+    net.train_on_batch(x, y)  # returns numbers: the step has finished on the device
+    first = time.perf_counter() - start
+    for _ in range(max(int(warmup) - 1, 0)):
+        net.train_on_batch(x, y)
+    times = []
+    for _ in range(max(int(steps), 1)):
+        start = time.perf_counter()
+        net.train_on_batch(x, y)
+        times.append(time.perf_counter() - start)
+    return {"step_s": float(np.median(times)), "first_step_s": first, "params": int(net.count_params())}
+
+
+def models_of(profile: config.Profile) -> list[str]:
+    from .estimate import TEACHER
+
+    return [TEACHER, "DSNet", *profile.students]
+
+
+def measure(profile: config.Profile, precisions=PRECISIONS, steps: int = 5, warmup: int = 2,
+            models: list[str] | None = None, out: str | None = None, log=print) -> dict:
+    """Times every model in every precision; writes ``out`` (JSON) after each one,
+    so that a run cut short keeps what it measured."""
+    import keras
+
+    result = {"profile": profile.name, "image_size": profile.image_size, "batch_size": profile.batch_size,
+              "device": device_name(), "backend": keras.backend.backend(), "keras": keras.__version__,
+              "steps": steps, "warmup": warmup, "models": {}}
+    for precision in precisions:
+        for name in models or models_of(profile):
+            entry = time_step(name, profile.image_size, profile.batch_size, precision, steps, warmup)
+            result["models"].setdefault(name, {})[precision] = entry
+            if log:
+                log(f"{name:18s} {precision:14s} {entry['step_s'] * 1e3:8.1f} ms/step "
+                    f"({profile.batch_size / entry['step_s']:7.0f} img/s; first step {entry['first_step_s']:.1f} s)")
+            if out:
+                tmp = f"{out}.tmp"
+                with open(tmp, "w") as fh:
+                    json.dump(result, fh, indent=2)
+                os.replace(tmp, out)
+    return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kd_utils.steptime", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", default="paper")
+    parser.add_argument("--precision", action="append", choices=PRECISIONS,
+                        help="float32 and/or mixed_float16 (default both)")
+    parser.add_argument("--model", action="append", help="time only these (default: teacher, DSNet, students)")
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--out", help="write the measurements here as JSON")
+    args = parser.parse_args(argv)
+    profile = config.get_profile(args.profile)
+    measure(profile, tuple(args.precision or PRECISIONS), args.steps, args.warmup, args.model, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
