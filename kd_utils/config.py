@@ -25,6 +25,9 @@ Environment variables (read when a profile is resolved, never at import):
   (default ``<root>/artifacts``); on Colab this may point at Drive.
 * ``KD_RESULTS``   - where tables, figures and executed notebooks go
   (default ``<root>/results``); on Colab this may point at Drive.
+* ``KD_SEEDS``, ``KD_STUDENTS`` - what a notebook's empty ``SEEDS`` /
+  ``STUDENTS`` parameter means instead of the profile's (``"10"``,
+  ``"EfficientNetB0"``): how CI runs the notebooks with one seed.
 * ``KD_ROOT``      - the project folder, e.g. the checkout when the package
   is installed from it non-editably (Colab); see :func:`repo_root`.
 
@@ -412,7 +415,10 @@ def notebook_profile(name: str | None = "auto", seeds: str | tuple = "", mixed_p
     chooses as :func:`auto_profile` and prints why; ``seeds`` ("10,11" or a
     tuple; empty: the profile's), ``mixed_precision``, ``jit`` (XLA) and
     ``students`` (large students of Table 2, "MobileNet,EfficientNetB0" or a
-    tuple; empty: the profile's) override the profile. Overrides are printed."""
+    tuple; empty: ``$KD_SEEDS`` / ``$KD_STUDENTS`` if set, else the profile's)
+    override the profile. Overrides are printed."""
+    seeds = seeds or os.environ.get("KD_SEEDS", "")
+    students = students or os.environ.get("KD_STUDENTS", "")
     if name in (None, "", "auto"):
         name, why = auto_profile()
         print(f"profile {name}: {why}")

@@ -16,6 +16,8 @@ def _isolated_folders(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("KD_ARTIFACTS", str(root / "artifacts"))
     monkeypatch.delenv("KD_PROFILE", raising=False)
     monkeypatch.delenv("KD_ROOT", raising=False)
+    monkeypatch.delenv("KD_SEEDS", raising=False)
+    monkeypatch.delenv("KD_STUDENTS", raising=False)
 
 
 @pytest.fixture(scope="session")

@@ -62,6 +62,7 @@ def test_a_layer_without_a_flop_rule_is_an_error():
         benchmark.analytic_flops(model)
 
 
+@pytest.mark.slow
 def test_quick_benchmark_writes_the_report(tmp_path, capsys):
     out = tmp_path / "bench"
     assert main(["benchmark", "--quick", "--out", str(out)]) == 0

@@ -149,3 +149,19 @@ def test_notebook_parameters_override_jit_and_students(capsys):
     assert config.notebook_profile("paper").students == config.PRETRAINED_STUDENTS
     with pytest.raises(ValueError, match="EfficientNetB0 among them"):
         config.notebook_profile("cpu", students="MobileNet")
+
+
+def test_empty_seeds_and_students_parameters_fall_back_to_the_environment(monkeypatch, capsys):
+    monkeypatch.setenv("KD_SEEDS", "12")
+    monkeypatch.setenv("KD_STUDENTS", "EfficientNetB0")
+    profile = config.notebook_profile("smoke")
+    assert profile.seeds == (12,) and profile.students == ("EfficientNetB0",)
+    assert "seeds 12; students EfficientNetB0" in capsys.readouterr().out
+    # A notebook's own parameters win over the environment.
+    assert config.notebook_profile("smoke", "10,11", students="MobileNet,EfficientNetB0").seeds == (10, 11)
+    monkeypatch.setenv("KD_STUDENTS", "MobileNet")
+    with pytest.raises(ValueError, match="EfficientNetB0 among them"):
+        config.notebook_profile("smoke")
+    monkeypatch.delenv("KD_SEEDS")
+    monkeypatch.delenv("KD_STUDENTS")
+    assert config.notebook_profile("smoke").seeds == config.get_profile("smoke").seeds

@@ -42,6 +42,7 @@ def test_distilled_dsnet_beats_chance_clearly(synthetic_manifest, tmp_path):
     assert record["auc"]["malignant"] >= 0.75
 
 
+@pytest.mark.slow
 def test_quickstart_smoke_profile_end_to_end(capsys):
     result = pipeline.quickstart("smoke")
     out = capsys.readouterr().out

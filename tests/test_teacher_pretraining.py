@@ -14,6 +14,7 @@ def profile():
                               tensorboard=False)
 
 
+@pytest.mark.slow
 def test_the_teacher_is_pretrained_in_its_own_run_on_other_images(profile, tiny_manifest):
     teacher, record = pipeline.train_teacher(profile, tiny_manifest, verbose=0)
     pre = pipeline.pretraining_data(profile)
