@@ -14,6 +14,7 @@ def _isolated_folders(tmp_path_factory, monkeypatch):
     root = tmp_path_factory.mktemp("kd")
     monkeypatch.setenv("KD_DATA_DIR", str(root / "data"))
     monkeypatch.setenv("KD_ARTIFACTS", str(root / "artifacts"))
+    monkeypatch.setenv("KD_RESULTS", str(root / "results"))
     monkeypatch.delenv("KD_PROFILE", raising=False)
     monkeypatch.delenv("KD_ROOT", raising=False)
     monkeypatch.delenv("KD_SEEDS", raising=False)
