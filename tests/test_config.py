@@ -34,6 +34,7 @@ def test_profile_from_environment(monkeypatch):
 def test_paths_resolve_from_the_repository_root(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("KD_ARTIFACTS", "my_artifacts")
+    monkeypatch.delenv("KD_RESULTS")  # the default, below
     root = config.repo_root()
     assert (root / "kd_utils" / "config.py").is_file()
     assert config.artifacts_dir("cpu") == root / "my_artifacts" / "cpu"
