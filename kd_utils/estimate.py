@@ -190,6 +190,7 @@ def split_sizes(profile: config.Profile) -> tuple[dict, str]:
     """``({"train": n, "val": n, "test": n}, where from)``: the saved manifest's
     counts when notebook 01 made one, else what the profile is expected to give."""
     import json
+    import math
 
     path = config.artifacts_dir(profile) / "data" / "manifest.json"
     try:
@@ -199,7 +200,7 @@ def split_sizes(profile: config.Profile) -> tuple[dict, str]:
         pass
     if profile.data_source == "synthetic":
         total = 2 * profile.synthetic_per_class
-        test = round(total * profile.test_fraction)
+        test = math.ceil(total * profile.test_fraction)  # held-out sizes round up, as scikit-learn's split does
         train_val = total - test
         where = (f"expected: 2 x {profile.synthetic_per_class} synthetic images, test {profile.test_fraction:g}, "
                  f"validation {profile.val_fraction:g} of the rest (no saved manifest)")
@@ -210,7 +211,7 @@ def split_sizes(profile: config.Profile) -> tuple[dict, str]:
         train_val, test = PAPER_TRAIN_VAL_IMAGES, PAPER_TEST_IMAGES
         where = (f"expected: the paper's {PAPER_TRAIN_VAL_IMAGES:,} training and validation images, validation "
                  f"{profile.val_fraction:g} of them, {PAPER_TEST_IMAGES:,} test (no saved manifest)")
-    val = round(train_val * profile.val_fraction)
+    val = math.ceil(train_val * profile.val_fraction)
     return {"train": train_val - val, "val": val, "test": test}, where
 
 
