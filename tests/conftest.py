@@ -23,10 +23,9 @@ def _isolated_folders(tmp_path_factory, monkeypatch):
 
 @pytest.fixture(scope="session")
 def tiny_manifest(tmp_path_factory):
-    """A small synthetic manifest at 32 px (2 x 58 images: 64 for training, full batches of 16 and 32,
-    so Keras traces each training step once), built once and only read by the tests."""
+    """A small synthetic manifest at 32 px (2 x 60 images), built once and only read by the tests."""
     from kd_utils import data
 
     root = tmp_path_factory.mktemp("tiny")
-    return data.build_manifest("synthetic", root / "images", image_size=32, synthetic_per_class=58,
+    return data.build_manifest("synthetic", root / "images", image_size=32, synthetic_per_class=60,
                                work_dir=root / "converted")

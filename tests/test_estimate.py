@@ -71,7 +71,7 @@ def test_split_sizes_from_the_profile_and_from_a_saved_manifest():
     assert sizes["train"] == 5596 and sizes["train"] + sizes["val"] == 6996  # the paper: 5,596 / 1,400 and "no saved manifest" in where
     smoke = config.get_profile("smoke")
     sizes, _ = estimate.split_sizes(smoke)
-    assert sizes == {"train": 64, "val": 17, "test": 35}  # what notebook 01 makes of 2 x 58 images (ceil, as sklearn)
+    assert sizes == {"train": 67, "val": 17, "test": 36}  # what notebook 01 makes of 2 x 60 images
     folder = config.artifacts_dir(smoke) / "data"
     folder.mkdir(parents=True)
     counts = {s: {"benign": n // 2, "malignant": n - n // 2, "total": n} for s, n in

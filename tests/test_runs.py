@@ -61,7 +61,7 @@ def test_a_retrained_teacher_changes_the_keys_its_students_are_found_by(tiny):
 
 def test_manifests_of_the_same_length_get_their_own_teacher_logits(tiny, tmp_path):
     profile, manifest = tiny
-    other = data.build_manifest("synthetic", tmp_path / "images", image_size=32, synthetic_per_class=58, seed=99,
+    other = data.build_manifest("synthetic", tmp_path / "images", image_size=32, synthetic_per_class=60, seed=99,
                                 work_dir=tmp_path / "converted")
     assert len(other.frame) == len(manifest.frame) and len(other.split("val")) == len(manifest.split("val"))
     assert other.content_hash != manifest.content_hash

@@ -87,7 +87,7 @@ def test_folders_keeps_the_datasets_own_split(folders):
 def test_a_source_without_own_folders_is_split_as_before_whatever_the_choice(tiny_manifest, tmp_path):
     """Synthetic data: both choices give the manifest the code gave before they existed."""
     root = tiny_manifest.info["root"]
-    made = {split: data.build_manifest("synthetic", root, image_size=32, synthetic_per_class=58,
+    made = {split: data.build_manifest("synthetic", root, image_size=32, synthetic_per_class=60,
                                        work_dir=tmp_path / "converted", split=split)
             for split in config.SPLIT_MODES}
     for manifest in made.values():
