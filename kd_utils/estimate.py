@@ -277,6 +277,15 @@ def _run_seconds(run: PlannedRun, sizes: dict, train_image_s: float, forward_ima
     return run.epochs * per_epoch + sizes["test"] * forward_image_s + RUN_OVERHEAD_S
 
 
+def _seconds_from_steps(runs: list[PlannedRun], sizes: dict, models_: dict, batch_size: int) -> list[float]:
+    """Seconds of each run from its model's ``step_s`` (a training step of ``batch_size`` images)."""
+    per_run = []
+    for r in runs:
+        train_image_s = models_[r.model]["step_s"] / batch_size
+        per_run.append(_run_seconds(r, sizes, train_image_s, train_image_s / TRAIN_STEP_FACTOR))
+    return per_run
+
+
 def _summarise(profile, runs, sizes, where, per_run_s: list[float], method: str, device: str, models_: dict) -> dict:
     notebooks: dict[str, dict] = {}
     for run, seconds in zip(runs, per_run_s):
@@ -341,10 +350,7 @@ def estimate(profile: config.Profile, steps: int = 3, warmup: int = 1, chosen: d
         if name not in models_:
             models_[name] = {"gflops_per_image": flops[name] / 1e9, "timed": False,
                              "step_s": s_per_flop * flops[name] * profile.batch_size}
-    per_run = []
-    for r in runs:
-        train_image_s = models_[r.model]["step_s"] / profile.batch_size
-        per_run.append(_run_seconds(r, sizes, train_image_s, train_image_s / TRAIN_STEP_FACTOR))
+    per_run = _seconds_from_steps(runs, sizes, models_, profile.batch_size)
     untimed = [m for m in names if not models_[m]["timed"]]
     method = (f"estimate from {steps} timed training step(s) per model (batch {profile.batch_size}, "
               f"{profile.image_size} px, random images, after {max(warmup, 1)} warm-up step(s)), plus "
@@ -377,10 +383,7 @@ def from_step_times(profile: config.Profile, step_times: dict, chosen: dict | No
     flops = model_flops(names, profile.image_size)
     models_ = {m: {"gflops_per_image": flops[m] / 1e9, "step_s": float(measured[m][precision]["step_s"]),
                    "timed": True} for m in names}
-    per_run = []
-    for r in runs:
-        train_image_s = models_[r.model]["step_s"] / profile.batch_size
-        per_run.append(_run_seconds(r, sizes, train_image_s, train_image_s / TRAIN_STEP_FACTOR))
+    per_run = _seconds_from_steps(runs, sizes, models_, profile.batch_size)
     method = (f"step times measured by kd_utils.steptime ({step_times.get('backend')} backend, Keras "
               f"{step_times.get('keras')}, {precision}, batch {profile.batch_size}, {profile.image_size} px, "
               f"median of {step_times.get('steps')} steps), plus {RUN_OVERHEAD_S:g} s per run")
