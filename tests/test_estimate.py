@@ -72,6 +72,8 @@ def test_split_sizes_from_the_profile_and_from_a_saved_manifest():
     smoke = config.get_profile("smoke")
     sizes, _ = estimate.split_sizes(smoke)
     assert sizes == {"train": 67, "val": 17, "test": 36}  # what notebook 01 makes of 2 x 60 images
+    sizes, _ = estimate.split_sizes(config.get_profile("cpu"))
+    assert sizes == {"train": 336, "val": 144, "test": 720}  # 2 x 600 images, 60% test, 30% of the rest validation
     folder = config.artifacts_dir(smoke) / "data"
     folder.mkdir(parents=True)
     counts = {s: {"benign": n // 2, "malignant": n - n // 2, "total": n} for s, n in
@@ -138,8 +140,8 @@ def test_the_cpu_plan_counts_the_teachers_pretraining():
     assert len(runs) == hand_count(cpu)
     first, teacher = runs[0], runs[1]
     assert first.what.startswith("teacher pretraining") and teacher.model == estimate.TEACHER
-    # 2 x 2,500 generated images (80% for training) for 2 epochs, as epochs over the 672 training images
-    assert first.epochs == round(2 * (2 * 2500 * 0.8) / (2 * 600 * 0.7 * 0.8))
+    # 2 x 2,500 generated images (80% for training) for 2 epochs, as epochs over the 336 training images
+    assert first.epochs == round(2 * (2 * 2500 * 0.8) / (2 * 600 * 0.4 * 0.7))
 
 
 def measured_file(profile, step_s: dict, precision="float32") -> dict:
