@@ -451,6 +451,13 @@ def _resolve(value: str | os.PathLike | None, default: Path) -> Path:
     return path if path.is_absolute() else repo_root() / path
 
 
+def cpu_description() -> str:
+    """``CPU (<n> cores, <machine>)``: where a process runs when no accelerator is found."""
+    import platform
+
+    return f"CPU ({os.cpu_count()} cores, {platform.machine()})"
+
+
 def data_dir() -> Path:
     """Folder for downloaded or generated datasets (``$KD_DATA_DIR``)."""
     return _resolve(os.environ.get("KD_DATA_DIR"), repo_root() / "data")

@@ -48,7 +48,6 @@ saved manifest when notebook 01 has made one, else from the profile
 from __future__ import annotations
 
 import dataclasses
-import time
 
 from . import config
 
@@ -246,26 +245,15 @@ def time_step(model: str, profile: config.Profile, batch_size: int, steps: int =
     the pipeline compiles (Adam, loss scaling with mixed precision, XLA when
     the profile asks and a GPU is there)."""
     import keras
-    import numpy as np
 
-    from . import pipeline
+    from . import pipeline, steptime
 
     accel = pipeline.accelerator_options(profile)
     keras.backend.clear_session(free_memory=True)
     with pipeline._build_scope(None, accel.get("mixed_precision", False)):
         net = _build(model, profile.image_size)
         pipeline._classifier_compile(net, 1e-3, **accel)
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, size=(batch_size, profile.image_size, profile.image_size, 3)).astype("float32")
-    y = np.eye(2, dtype="float32")[rng.integers(0, 2, size=batch_size)]
-    for _ in range(max(int(warmup), 1)):
-        net.train_on_batch(x, y)
-    times = []
-    for _ in range(max(int(steps), 1)):
-        start = time.perf_counter()
-        net.train_on_batch(x, y)  # returns numbers: the step has finished on the device
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return steptime.time_train_steps(net, batch_size, profile.image_size, steps, max(int(warmup), 1))[1]
 
 
 # --------------------------------------------------------------------------- the estimate

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import platform
 from pathlib import Path
 
 import numpy as np
@@ -81,9 +80,9 @@ def hardware() -> str:
             return f"{len(gpus)} x {details.get('device_name', 'GPU')}"
     except Exception:  # pragma: no cover - TensorFlow without device support
         pass
-    import os
+    from .config import cpu_description
 
-    return f"CPU ({os.cpu_count()} cores, {platform.machine()})"
+    return cpu_description()
 
 
 def split_label(profile, source) -> str:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
@@ -54,7 +53,7 @@ def device_name() -> str:
             return hardware()
     except Exception:  # pragma: no cover - a backend without device queries
         pass
-    return f"CPU ({os.cpu_count()} cores, {platform.machine()})"
+    return config.cpu_description()
 
 
 def time_step(model: str, image_size: int, batch_size: int, precision: str = "float32",
@@ -63,7 +62,6 @@ def time_step(model: str, image_size: int, batch_size: int, precision: str = "fl
 
     ``first_step_s`` is the first call (tracing and compiling included)."""
     import keras
-    import numpy as np
 
     from .estimate import _build
 
@@ -79,6 +77,17 @@ def time_step(model: str, image_size: int, batch_size: int, precision: str = "fl
                     loss=keras.losses.CategoricalCrossentropy(from_logits=True))
     finally:
         keras.config.set_dtype_policy(previous)
+    first, step = time_train_steps(net, batch_size, image_size, steps, warmup)
+    return {"step_s": step, "first_step_s": first, "params": int(net.count_params())}
+
+
+def time_train_steps(net, batch_size: int, image_size: int, steps: int, warmup: int) -> tuple[float, float]:
+    """``(first, median)`` seconds of ``net.train_on_batch`` on one random
+    batch of images and one-hot labels: the first call (tracing and
+    compiling included), then, after ``warmup`` calls in all (at least the
+    first), the median of ``steps`` more. ``net`` is a compiled classifier."""
+    import numpy as np
+
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(batch_size, image_size, image_size, 3)).astype("float32")
     y = np.eye(2, dtype="float32")[rng.integers(0, 2, size=batch_size)]
@@ -92,7 +101,7 @@ def time_step(model: str, image_size: int, batch_size: int, precision: str = "fl
         start = time.perf_counter()
         net.train_on_batch(x, y)
         times.append(time.perf_counter() - start)
-    return {"step_s": float(np.median(times)), "first_step_s": first, "params": int(net.count_params())}
+    return first, float(np.median(times))
 
 
 def models_of(profile: config.Profile) -> list[str]:
