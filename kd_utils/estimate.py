@@ -253,7 +253,7 @@ def time_step(model: str, profile: config.Profile, batch_size: int, steps: int =
     with pipeline._build_scope(None, accel.get("mixed_precision", False)):
         net = _build(model, profile.image_size)
         pipeline._classifier_compile(net, 1e-3, **accel)
-    return steptime.time_train_steps(net, batch_size, profile.image_size, steps, max(int(warmup), 1))[1]
+    return steptime.time_train_steps(net, batch_size, profile.image_size, steps, warmup)[1]
 
 
 # --------------------------------------------------------------------------- the estimate
