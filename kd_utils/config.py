@@ -182,6 +182,12 @@ class Profile:
     jit_compile: bool = False
     #: TensorBoard logs (per-epoch scalars) in every run folder's ``tensorboard/``.
     tensorboard: bool = True
+    #: Run the training, validation and prediction steps eagerly
+    #: (``compile(run_eagerly=True)``) instead of tracing them into
+    #: tf.functions. The same computation; worth it only for runs of a few
+    #: batches, where tracing is most of a run's time (``smoke``). The
+    #: profiles that give results stay in graph mode.
+    run_eagerly: bool = False
     #: The keras.applications students of Table 2 that notebook 05 trains
     #: (EfficientNetB0 is needed by Table 5).
     students: tuple[str, ...] = PRETRAINED_STUDENTS
@@ -311,6 +317,9 @@ PROFILES: dict[str, Profile] = {
         synthetic_per_class=60,
         backbone_student_epochs=1,
         seeds=(10, 11),
+        # Two or three batches an epoch: tracing a model's steps would take
+        # longer than running them (docs/testing.md).
+        run_eagerly=True,
         # Two of the six large students keep CI short; every one is built and
         # checked against its parameter count by the unit tests.
         students=("MobileNet", "EfficientNetB0"),

@@ -231,11 +231,14 @@ def model_flops(models_: list[str], image_size: int) -> dict[str, float]:
 
     from .benchmark import analytic_flops
 
-    flops = {}
     for name in models_:
-        keras.backend.clear_session(free_memory=True)
-        flops[name] = float(analytic_flops(_build(name, image_size))["total"])
-    return flops
+        if (name, image_size) not in _FLOPS:  # an architecture's count at a size never changes: build it once
+            keras.backend.clear_session(free_memory=True)
+            _FLOPS[name, image_size] = float(analytic_flops(_build(name, image_size))["total"])
+    return {name: _FLOPS[name, image_size] for name in models_}
+
+
+_FLOPS: dict[tuple[str, int], float] = {}
 
 
 def time_step(model: str, profile: config.Profile, batch_size: int, steps: int = 3, warmup: int = 1) -> float:

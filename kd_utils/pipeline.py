@@ -144,6 +144,7 @@ def teacher_logits(profile: config.Profile, manifest: data.Manifest, teacher, sp
             logits = None
     if logits is None:
         ordered = data.make_dataset(manifest, split, profile.image_size, 128, shuffle=False, cache=False)
+        teacher.run_eagerly = teacher.run_eagerly or profile.run_eagerly
         logits = evaluation.predict(teacher, ordered).logits.astype("float32")
         if path is not None:
             storage.atomic_write(path, lambda tmp: np.save(tmp, logits))
@@ -179,6 +180,12 @@ def accelerator_options(profile: config.Profile) -> dict:
     if not (profile.mixed_precision or profile.jit_compile) or not tf.config.list_physical_devices("GPU"):
         return {}
     return {"mixed_precision": bool(profile.mixed_precision), "jit_compile": bool(profile.jit_compile)}
+
+
+def execution_options(profile: config.Profile) -> dict:
+    """``{"run_eagerly": True}`` for a profile that runs its steps eagerly, else
+    ``{}``: compile arguments, and part of the run's recorded configuration."""
+    return {"run_eagerly": True} if profile.run_eagerly else {}
 
 
 class _build_scope:
@@ -279,6 +286,7 @@ def _pretrain_run(profile: config.Profile, manifest_hash: str):
         "bn_momentum": profile.teacher_bn_momentum,
         "seed": profile.seed,
         **accelerator_options(profile),
+        **execution_options(profile),
     }
     return (*_run(profile, "teacher-pretrain", run_config, manifest_hash), run_config)
 
@@ -298,6 +306,7 @@ def _teacher_run(profile: config.Profile, manifest_hash: str, pretraining_hash: 
         "learning_rate": (profile.teacher_finetune_lr or profile.lr_backbone) if pretrained else profile.lr_backbone,
         "seed": profile.seed,
         **accelerator_options(profile),
+        **execution_options(profile),
     }
     if profile.teacher_bn_momentum is not None:
         run_config["bn_momentum"] = profile.teacher_bn_momentum
@@ -351,6 +360,7 @@ def _student_run(profile, manifest_hash, teacher, student="DSNet", *, temperatur
         "soft_loss": soft_loss,
         "teacher_control": teacher_control,
         **accelerator_options(profile),
+        **execution_options(profile),
     }
     if no_kd:
         name = f"{student.lower()}_nokd_b{batch_size}"
@@ -389,6 +399,7 @@ def _finish(model, run_dir: Path, key: str, run_config: dict, manifest, fit_info
 def _loaded(run_dir: Path, record: dict, profile, manifest) -> tuple[keras.Model, dict]:
     """A finished run: its model, and its record with ``run_dir`` (where it lies now)."""
     model = keras.saving.load_model(run_dir / training.BEST_FILE, compile=False)
+    model.run_eagerly = profile.run_eagerly
     if not (run_dir / PREDICTIONS_FILE).is_file():
         predictions = evaluation.predict(model, datasets(profile, manifest or load_manifest(profile))[2])
         _save_predictions(run_dir, predictions)
@@ -441,7 +452,8 @@ def _teacher_builder(profile, manifest, strategy, learning_rate, start: dict | N
             teacher = _new_teacher(profile)
             if start:
                 teacher.set_weights(start["weights"])
-            _classifier_compile(teacher, learning_rate, batching.accumulation_steps, **accel)
+            _classifier_compile(teacher, learning_rate, batching.accumulation_steps, **accel,
+                                **execution_options(profile))
         return teacher, splits
 
     return build
@@ -561,6 +573,7 @@ def distill_student(
                 temperature=c["temperature"] or 1.0,
                 scale_by_t2=c["scale_by_t2"],
                 **({"jit_compile": accel["jit_compile"]} if accel else {}),
+                **execution_options(profile),
             )
         return distiller, splits
 
@@ -569,6 +582,7 @@ def distill_student(
             build, c["batch_size"], c["epochs"], run_dir, seed=c["seed"], verbose=verbose,
             tensorboard=profile.tensorboard, lock=lock)
         model = distiller.student
+        model.run_eagerly = distiller.run_eagerly  # its test predictions, as it was trained
         fit_info["loss"] = distiller.loss_config()
         if c["alpha"] >= 1.0:
             return model, fit_info, test_ds

@@ -25,7 +25,7 @@ def test_distilled_dsnet_beats_chance_clearly(synthetic_manifest, tmp_path):
         loss=keras.losses.CategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.CategoricalAccuracy()],
     )
-    teacher.fit(train, epochs=8, verbose=0)
+    teacher.fit(train, epochs=5, verbose=0)
     teacher_acc = evaluation.evaluate(teacher, test)["accuracy"]
     distiller = Distiller(student=models.build_dsnet(32), teacher=teacher)
     distiller.compile(
@@ -34,7 +34,7 @@ def test_distilled_dsnet_beats_chance_clearly(synthetic_manifest, tmp_path):
         alpha=0.1,
         temperature=10.0,
     )
-    training.fit(distiller, train, val, epochs=8, run_dir=tmp_path, verbose=0)  # best epoch on validation
+    training.fit(distiller, train, val, epochs=5, run_dir=tmp_path, verbose=0)  # best epoch on validation
     record = evaluation.evaluate(distiller.student, test)
     print(f"teacher {teacher_acc:.3f}, distilled DSNet {record['accuracy']:.3f}, AUC {record['auc']['malignant']:.3f}")
     assert record["n"] == len(synthetic_manifest.split("test"))

@@ -106,6 +106,20 @@ def test_flop_estimate_uses_the_assumed_t4_throughput():
     assert fp32["models"]["ResNet50 teacher"]["gflops_per_image"] > fp32["models"]["DSNet"]["gflops_per_image"]
 
 
+def test_flops_are_counted_once_per_model_and_size(monkeypatch):
+    from kd_utils import benchmark, models
+
+    built = []
+    build = estimate._build
+    monkeypatch.setattr(estimate, "_build", lambda name, size: built.append((name, size)) or build(name, size))
+    monkeypatch.setattr(estimate, "_FLOPS", {})
+    first = estimate.model_flops(["DSNet"], 32)
+    assert estimate.model_flops(["DSNet"], 32) == first and built == [("DSNet", 32)]
+    assert first["DSNet"] == benchmark.analytic_flops(models.build_dsnet(32))["total"]
+    estimate.model_flops(["DSNet"], 48)
+    assert built == [("DSNet", 32), ("DSNet", 48)]
+
+
 def test_cli_estimate_json(capsys, monkeypatch):
     assert main(["estimate", "--profile", "smoke", "--flops", "--json", "--seeds", "10"]) == 0
     result = json.loads(capsys.readouterr().out)

@@ -19,7 +19,9 @@ from kd_utils.distillation import Distiller
 
 @pytest.fixture(scope="module")
 def tiny(tiny_manifest):
-    profile = config.get_profile("smoke", image_size=32, batch_size=32, seeds=(1,), student_epochs=1)
+    # Graph mode (smoke alone runs eagerly): the error must come out of a traced step, as on a GPU.
+    profile = config.get_profile("smoke", image_size=32, batch_size=32, seeds=(1,), student_epochs=1,
+                                 run_eagerly=False)
     return profile, tiny_manifest
 
 

@@ -60,6 +60,23 @@ def test_runs_repeat_over_seeds_and_keep_their_test_predictions(tiny, artifacts)
     assert [r["test"] for r in again] == [r["test"] for r in kd]
 
 
+def test_an_eager_profile_trains_the_student_graph_mode_trains(tiny, artifacts):
+    """smoke runs its steps eagerly (tracing would be most of its time): same
+    training, same predictions, a run of its own that says so."""
+    profile, manifest, teacher = tiny
+    profile = profile.replace(seeds=(1,), student_epochs=1)
+    assert profile.run_eagerly and not config.get_profile("cpu").run_eagerly
+    eager = pipeline.repeat(profile, manifest, teacher)[0]
+    graph = pipeline.repeat(profile.replace(run_eagerly=False), manifest, teacher)[0]
+    assert eager["config"]["run_eagerly"] is True and "run_eagerly" not in graph["config"]
+    assert eager["key"] != graph["key"]
+    assert eager["best_val_accuracy"] == pytest.approx(graph["best_val_accuracy"])
+    logits = [np.load(os.path.join(r["run_dir"], pipeline.PREDICTIONS_FILE))["logits"] for r in (eager, graph)]
+    np.testing.assert_allclose(logits[0], logits[1], rtol=1e-4, atol=1e-4)
+    loaded = pipeline.repeat(profile, manifest, teacher)[0]  # found again, not trained again
+    assert loaded["key"] == eager["key"] and loaded["train_seconds"] == eager["train_seconds"]
+
+
 def test_pairing_refuses_runs_of_other_seeds(tiny, artifacts):
     profile, manifest, teacher = tiny
     kd = pipeline.repeat(profile, manifest, teacher, seeds=[1])
