@@ -224,6 +224,10 @@ def fit(model: keras.Model, train_ds, val_ds, epochs: int, run_dir, *, seed: int
     run_dir.mkdir(parents=True, exist_ok=True)
     storage.remove_temporaries(run_dir)
     progress = _load_progress(model, run_dir, epochs, batching)
+    if not model.optimizer.built:
+        # Here, not lazily in the first step: TensorFlow traces a step that creates variables
+        # twice (a second time without creating them). Same variables, same order, as resuming.
+        model.optimizer.build(_target(model).trainable_variables)
     extra = list(callbacks)
     if tensorboard and _tensorboard_installed():
         extra.insert(0, keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False,

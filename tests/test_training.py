@@ -194,3 +194,27 @@ def test_run_keys_depend_on_content_not_order():
     assert training.run_key(a) != training.run_key({**a, "teacher": "t2"})
     assert training.run_key(a) != training.run_key({**a, "manifest": "m2"})
     assert len(training.run_key(a)) == 16
+
+
+@pytest.mark.parametrize("kind", ["classifier", "distiller"])
+def test_no_variable_is_created_inside_a_traced_step(tmp_path, monkeypatch, kind):
+    """The optimizer is built before the first step: TensorFlow traces a step that
+    creates variables twice, and for a large backbone a trace is most of a short run."""
+    from keras.src.backend.common import variables as keras_variables
+
+    created_in_trace = []
+    init = keras_variables.Variable.__init__
+
+    def recording_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        if tf.inside_function():
+            created_in_trace.append(self.path)
+
+    monkeypatch.setattr(keras_variables.Variable, "__init__", recording_init)
+    model = small_classifier()
+    if kind == "distiller":
+        model = Distiller(student=model, teacher=small_classifier(seed=1))
+        model.compile(optimizer=keras.optimizers.Adam(0.05), metrics=[keras.metrics.CategoricalAccuracy()])
+    training.fit(model, separable_data(), separable_data(seed=1), epochs=1, run_dir=tmp_path, verbose=0)
+    assert created_in_trace == []
+    assert len(model.optimizer.variables) == 2 + 2 * len(training._target(model).trainable_variables)
