@@ -130,9 +130,7 @@ def _save_state(model, state_dir: Path, epoch: int) -> str:
 
 
 def _restore_state(model, path: Path) -> None:
-    target, optimizer = _target(model), model.optimizer
-    if not optimizer.built:
-        optimizer.build(target.trainable_variables)
+    target, optimizer = _target(model), model.optimizer  # the optimizer is built (fit)
     with np.load(path) as saved:
         model_vars, opt_vars = list(target.variables), list(optimizer.variables)
         if len(saved.files) != len(model_vars) + len(opt_vars):
@@ -223,11 +221,11 @@ def fit(model: keras.Model, train_ds, val_ds, epochs: int, run_dir, *, seed: int
     state_dir = run_dir / STATE_DIR
     run_dir.mkdir(parents=True, exist_ok=True)
     storage.remove_temporaries(run_dir)
-    progress = _load_progress(model, run_dir, epochs, batching)
     if not model.optimizer.built:
         # Here, not lazily in the first step: TensorFlow traces a step that creates variables
-        # twice (a second time without creating them). Same variables, same order, as resuming.
+        # twice (a second time without creating them). Resuming restores into these variables.
         model.optimizer.build(_target(model).trainable_variables)
+    progress = _load_progress(model, run_dir, epochs, batching)
     extra = list(callbacks)
     if tensorboard and _tensorboard_installed():
         extra.insert(0, keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False,
