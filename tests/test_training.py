@@ -65,6 +65,37 @@ def test_fit_restores_the_best_validation_epoch_and_logs(tmp_path):
     assert len((tmp_path / "history.csv").read_text().strip().splitlines()) == 5
 
 
+class ForcedValAccuracy(keras.callbacks.Callback):
+    """Sets each epoch's validation accuracy (before Keras' History records it)."""
+
+    def __init__(self, values):
+        super().__init__()
+        self.values, self.weights = values, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["val_categorical_accuracy"] = self.values[epoch]
+        self.weights.append(self.model.get_weights())
+
+
+@pytest.mark.parametrize("val_accuracy", [(0.9, 0.5), (0.5, 0.9)])
+def test_the_model_ends_with_the_best_epochs_weights_reloaded_only_when_needed(tmp_path, monkeypatch, val_accuracy):
+    loads = []
+    real_load = keras.saving.load_model
+    monkeypatch.setattr(training.keras.saving, "load_model", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    model, forced = small_classifier(), ForcedValAccuracy(val_accuracy)
+    info = training.fit(model, separable_data(), separable_data(seed=1), epochs=2, run_dir=tmp_path, verbose=0,
+                        callbacks=[forced])
+    best = int(np.argmax(val_accuracy))
+    assert info["best_epoch"] == best + 1
+    # Last epoch best: its weights are already in the model, nothing is rebuilt from a file.
+    assert len(loads) == (0 if best == 1 else 1)
+    saved = real_load(tmp_path / "best.keras").get_weights()
+    for ours, file, at_best, at_other in zip(model.get_weights(), saved, forced.weights[best], forced.weights[1 - best]):
+        np.testing.assert_array_equal(ours, at_best)
+        np.testing.assert_array_equal(file, at_best)
+    assert any(not np.array_equal(a, b) for a, b in zip(forced.weights[0], forced.weights[1]))
+
+
 def test_fit_of_a_distiller_checkpoints_only_the_student(tmp_path):
     teacher = small_classifier(1)
     student = small_classifier(2)
