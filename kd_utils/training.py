@@ -230,8 +230,8 @@ def fit(model: keras.Model, train_ds, val_ds, epochs: int, run_dir, *, seed: int
     if tensorboard and _tensorboard_installed():
         extra.insert(0, keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False,
                                                     profile_batch=0))
-    best_in_model = False  # the model holds the best epoch's weights (it was the last one trained here)
-    for epoch in range(len(progress["history"]), epochs):
+    resumed = len(progress["history"])
+    for epoch in range(resumed, epochs):
         set_seeds(epoch_seed(seed, epoch))
         epoch_ds = train_ds.for_epoch(epoch) if hasattr(train_ds, "for_epoch") else train_ds
         start = time.perf_counter()
@@ -247,9 +247,6 @@ def fit(model: keras.Model, train_ds, val_ds, epochs: int, run_dir, *, seed: int
             best_file = f"best-e{epoch + 1}.keras"
             storage.atomic_write(state_dir / best_file, _target(model).save)
             progress.update(best_epoch=epoch + 1, best_value=logs[MONITOR], best_file=best_file)
-            best_in_model = True
-        else:
-            best_in_model = False
         progress["state_file"] = _save_state(model, state_dir, epoch + 1)
         storage.write_json(state_dir / PROGRESS_FILE, progress)  # the epoch counts from here on
         for old in state_dir.glob("*-*"):
@@ -262,7 +259,9 @@ def fit(model: keras.Model, train_ds, val_ds, epochs: int, run_dir, *, seed: int
             shown = "  ".join(f"{k} {v:.4f}" for k, v in logs.items() if k != "epoch_seconds")
             print(f"epoch {epoch + 1}/{epochs}  {shown}  {logs['epoch_seconds']:.1f}s", flush=True)
     best_path = state_dir / progress["best_file"]
-    if not best_in_model:  # rebuilding a large backbone from its file takes seconds; skipped when not needed
+    # When the best epoch is the last one, trained here, the model holds its weights already
+    # (rebuilding a large backbone from its file takes seconds).
+    if not (resumed < epochs and progress["best_epoch"] == epochs):
         best_model = keras.saving.load_model(best_path, compile=False)
         _target(model).set_weights(best_model.get_weights())
     storage.atomic_write(run_dir / BEST_FILE, lambda tmp: shutil.copyfile(best_path, tmp))
