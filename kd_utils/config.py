@@ -368,8 +368,8 @@ def dry_run_profile() -> Profile:
 
     Its steps run eagerly (``run_eagerly``), as ``smoke``'s do: with a dozen
     images, tracing each large backbone's steps into tf.functions was most of
-    the run (notebook 05 took 8.4 min traced, 4.4 eagerly). The computation is
-    the same; the traced steps are the ones ``cpu`` and the unit tests run.
+    the run (timings in docs/profiles.md). The computation is the same; the
+    traced steps are the ones ``cpu`` and the unit tests run.
     """
     stand_ins = data_dir() / DRY_RUN
     return PROFILES["paper"].replace(
