@@ -70,6 +70,10 @@ RUN_OVERHEAD_S = 30.0
 TEACHER = "ResNet50 teacher"
 #: Models a CPU times in the timed mode; the others are scaled from the first timed one by FLOPs.
 CPU_TIMED = ("DSNet",)
+#: Largest batch a CPU times; the step of the profile's batch is scaled from it per image. A CPU's
+#: seconds per image do not depend on the batch (DSNet at 224 px on 2 cores: 0.191, 0.189 and 0.185
+#: s per image at batch 64, 16 and 8), and a step of 64 images takes it about 12 s.
+CPU_TIMING_BATCH = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -238,7 +242,14 @@ def model_flops(models_: list[str], image_size: int) -> dict[str, float]:
     return {name: _FLOPS[name, image_size] for name in models_}
 
 
-_FLOPS: dict[tuple[str, int], float] = {}
+#: The counts at the paper's 224 px, so that an estimate does not build eight models (about 17 s on
+#: 2 CPU cores) to count them; tests/test_estimate.py builds each and counts again.
+FLOPS_AT_224 = {
+    TEACHER: 7_751_200_770, "DSNet": 2_206_962_754, "MobileNet": 1_145_875_458, "VGG16": 30_713_108_994,
+    "InceptionV3": 5_693_583_234, "EfficientNetB0": 794_057_306, "ResNet50": 7_751_200_770,
+    "ResNet101": 15_194_408_962,
+}
+_FLOPS: dict[tuple[str, int], float] = {(name, 224): float(n) for name, n in FLOPS_AT_224.items()}
 
 
 def time_step(model: str, profile: config.Profile, batch_size: int, steps: int = 3, warmup: int = 1) -> float:
@@ -317,7 +328,9 @@ def estimate(profile: config.Profile, steps: int = 3, warmup: int = 1, chosen: d
 
     ``time_all`` (default: only on a GPU) times every distinct model; otherwise
     only :data:`CPU_TIMED` are timed and the others are scaled from the
-    first of them by their FLOPs."""
+    first of them by their FLOPs. A GPU times steps of the profile's batch; a
+    CPU times steps of at most :data:`CPU_TIMING_BATCH` images and scales them
+    to the profile's batch per image."""
     import tensorflow as tf
 
     from . import reporting
@@ -329,11 +342,12 @@ def estimate(profile: config.Profile, steps: int = 3, warmup: int = 1, chosen: d
     names = list(dict.fromkeys(r.model for r in runs))
     flops = model_flops(names, profile.image_size)
     timed = names if time_all else [m for m in names if m in CPU_TIMED]
+    batch = profile.batch_size if gpu else min(profile.batch_size, CPU_TIMING_BATCH)
     models_: dict[str, dict] = {}
     for name in timed:
         if log:
             log(f"  timing {name} ...")
-        seconds = time_step(name, profile, profile.batch_size, steps, warmup)
+        seconds = time_step(name, profile, batch, steps, warmup) * profile.batch_size / batch
         models_[name] = {"gflops_per_image": flops[name] / 1e9, "step_s": seconds, "timed": True}
     reference = TEACHER if TEACHER in models_ else next(iter(models_))  # a CPU times DSNet alone
     s_per_flop = models_[reference]["step_s"] / (profile.batch_size * flops[reference])
@@ -343,7 +357,8 @@ def estimate(profile: config.Profile, steps: int = 3, warmup: int = 1, chosen: d
                              "step_s": s_per_flop * flops[name] * profile.batch_size}
     per_run = _seconds_from_steps(runs, sizes, models_, profile.batch_size)
     untimed = [m for m in names if not models_[m]["timed"]]
-    method = (f"estimate from {steps} timed training step(s) per model (batch {profile.batch_size}, "
+    scaled = "" if batch == profile.batch_size else f", scaled per image to the profile's batch of {profile.batch_size}"
+    method = (f"estimate from {steps} timed training step(s) per model (batch {batch}{scaled}, "
               f"{profile.image_size} px, random images, after {max(warmup, 1)} warm-up step(s)), plus "
               f"{RUN_OVERHEAD_S:g} s per run")
     if untimed:

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from kd_utils import config, estimate
+from kd_utils import config, estimate, models
 from kd_utils.__main__ import main
 
 from cli_child import run_cli_cases
@@ -96,6 +96,25 @@ def test_estimate_on_the_smoke_profile_gives_every_notebook_positive_hours():
     assert "**total** | **29**" in text and result["device"] in text and "from 1 timed training step" in text
 
 
+@pytest.mark.parametrize("gpu", [False, True])
+def test_a_cpu_times_a_small_batch_and_scales_it_per_image_a_gpu_the_profiles_batch(monkeypatch, gpu):
+    import tensorflow as tf
+
+    timed = []
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: ["a GPU"] if gpu else [])
+    monkeypatch.setattr(estimate, "time_step", lambda name, p, batch, steps, warmup: timed.append((name, batch)) or 0.5)
+    profile = config.get_profile("smoke", image_size=32, batch_size=64)
+    result = estimate.estimate(profile, steps=1)
+    batch = 64 if gpu else estimate.CPU_TIMING_BATCH
+    assert ("DSNet", batch) in timed and {b for _, b in timed} == {batch}
+    assert result["models"]["DSNet"]["step_s"] == pytest.approx(0.5 * 64 / batch)
+    assert ("scaled per image to the profile's batch of 64" in result["method"]) is not gpu
+    # a profile whose batch is smaller than the CPU's timing batch is timed at its own
+    timed.clear()
+    estimate.estimate(profile.replace(batch_size=4), steps=1)
+    assert {b for _, b in timed} == {4}
+
+
 def test_flop_estimate_uses_the_assumed_t4_throughput():
     profile = config.get_profile("smoke", image_size=32)
     fp32 = estimate.flop_estimate(profile)
@@ -118,6 +137,26 @@ def test_flops_are_counted_once_per_model_and_size(monkeypatch):
     assert first["DSNet"] == benchmark.analytic_flops(models.build_dsnet(32))["total"]
     estimate.model_flops(["DSNet"], 48)
     assert built == [("DSNet", 32), ("DSNet", 48)]
+
+
+def count_at_224(name: str) -> int:
+    from kd_utils import benchmark
+
+    return benchmark.analytic_flops(estimate._build(name, 224))["total"]
+
+
+def test_the_counts_at_224_px_are_those_of_the_models_built_now(monkeypatch):
+    assert set(estimate.FLOPS_AT_224) == {estimate.TEACHER, "DSNet", *models.BACKBONES}
+    for name in ("DSNet", "MobileNet"):  # the cheap ones here; every one in the slow test below
+        assert estimate.FLOPS_AT_224[name] == count_at_224(name)
+    monkeypatch.setattr(estimate, "_build", lambda *args: pytest.fail("built a model whose count is known"))
+    assert estimate.model_flops(["VGG16", "ResNet101"], 224) == {
+        "VGG16": estimate.FLOPS_AT_224["VGG16"], "ResNet101": estimate.FLOPS_AT_224["ResNet101"]}
+
+
+@pytest.mark.slow
+def test_every_count_at_224_px_is_that_of_the_model_built_now():
+    assert {name: count_at_224(name) for name in estimate.FLOPS_AT_224} == estimate.FLOPS_AT_224
 
 
 def test_cli_estimate_json(capsys, monkeypatch):
