@@ -65,6 +65,20 @@ def test_a_weights_folder_gives_each_backbone_its_file(tmp_path):
     assert kernels and not any(np.array_equal(a, b) for a, b in kernels)  # the file is not a random init
 
 
+def test_the_stand_in_images_split_as_the_paper_splits_them(tmp_path):
+    from kd_utils import data
+
+    dry = config.dry_run_profile()
+    dry_run.write_images(tmp_path / "images", dry.image_size, dry.seed)
+    manifest = data.build_manifest(dry.data_source, tmp_path / "images", image_size=dry.image_size, seed=dry.seed,
+                                   val_fraction=dry.val_fraction, test_fraction=dry.test_fraction,
+                                   split=dry.split, work_dir=tmp_path / "work")
+    counts = manifest.count_dict()
+    assert manifest.split_mode == "pooled"
+    assert {split: row["total"] for split, row in counts.items()} == {"train": 5, "val": 2, "test": 3}
+    assert all(row["benign"] and row["malignant"] for row in counts.values())  # both classes everywhere
+
+
 def test_ensure_refuses_a_profile_without_stand_ins():
     with pytest.raises(ValueError, match="no stand-ins"):
         dry_run.ensure(config.get_profile("paper"))
