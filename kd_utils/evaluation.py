@@ -108,9 +108,10 @@ def predict(model, dataset) -> Predictions:
     batch is predicted before the clock starts, so that building the
     compiled predict function is not counted: one full batch and one of a
     single image, so that the traced function also fits the last, smaller
-    batch.
+    batch. A model that runs eagerly (``run_eagerly``) traces nothing and
+    skips them.
     """
-    for x, _ in dataset.take(1):
+    for x, _ in ([] if getattr(model, "run_eagerly", False) else dataset.take(1)):
         images = split_inputs(x)[0]
         model.predict_on_batch(images)
         model.predict_on_batch(images[:1])

@@ -94,3 +94,18 @@ def test_evaluate_runs_a_model_over_a_dataset():
     assert record["prediction_seconds"] > 0
     assert sum(map(sum, record["confusion_matrix"])) == 10
     assert record["auc"]["malignant"] == pytest.approx(skm.roc_auc_score(y[:, 1], evaluation.softmax(logits)[:, 1]), abs=1e-6)
+
+
+@pytest.mark.parametrize("eager", [False, True])
+def test_predict_warms_a_traced_model_up_off_the_clock_and_an_eager_one_not_at_all(monkeypatch, eager):
+    model = models.build_dsnet(24)
+    model.run_eagerly = eager
+    x = np.random.default_rng(0).integers(0, 256, size=(10, 24, 24, 3)).astype(np.uint8)
+    y = np.eye(2, dtype=np.float32)[[0, 1] * 5]
+    batches = []
+    real = model.predict_on_batch
+    monkeypatch.setattr(model, "predict_on_batch", lambda images: batches.append(len(images)) or real(images))
+    predictions = evaluation.predict(model, tf.data.Dataset.from_tensor_slices((x, y)).batch(4))
+    # a traced model: one full batch and one of a single image first (tracing), then the 3 batches
+    assert batches == ([] if eager else [4, 1]) + [4, 4, 2]
+    np.testing.assert_allclose(predictions.logits, np.asarray(model(x)), rtol=1e-5, atol=1e-5)
