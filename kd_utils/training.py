@@ -8,10 +8,11 @@ content hash of the data manifest. Its folder is derived from the key
 
 * ``config.json``   - what the key was computed from, for people to read;
 * ``lock.json``     - the one process writing the run (:class:`~kd_utils.storage.RunLock`);
-* ``state/``        - after every epoch: the trained model's variables and the
-  optimizer's (``state-<epoch>.npz``), the best model so far
-  (``best-e<epoch>.keras``) and ``progress.json`` (history, epoch times, best
-  epoch, micro-batches when the batch did not fit, see :mod:`kd_utils.memory`).
+* ``state/``        - after every epoch: the best model so far
+  (``best-e<epoch>.keras``), ``progress.json`` (history, epoch times, best
+  epoch, micro-batches when the batch did not fit, see :mod:`kd_utils.memory`)
+  and, but after the last epoch (nothing is left to resume then), the
+  trained model's variables and the optimizer's (``state-<epoch>.npz``).
   A Distiller's state holds the student only, never the teacher;
 * ``history.csv``   - one line per finished epoch, a copy of the progress;
 * ``tensorboard/``  - TensorBoard logs (profile switch ``tensorboard``);
@@ -161,7 +162,10 @@ def _load_progress(model, run_dir: Path, epochs: int, batching: dict | None = No
             raise ValueError(f"{progress['best_file']} is missing")
         if progress.get("batching") != batching:
             raise ValueError(f"it was trained with micro-batches {progress.get('batching')}, not {batching}")
-        _restore_state(model, state_dir / progress["state_file"])
+        if progress["state_file"] is not None:
+            _restore_state(model, state_dir / progress["state_file"])
+        elif len(progress["history"]) < epochs:
+            raise ValueError(f"it holds no state to resume epoch {len(progress['history']) + 1} from")
     except (ValueError, KeyError, TypeError, OSError) as err:
         storage.notice(f"the saved state in {state_dir} cannot be used ({err}); the run starts again.")
         shutil.rmtree(state_dir, ignore_errors=True)
@@ -206,7 +210,7 @@ def fit(model: keras.Model, train_ds, val_ds, epochs: int, run_dir, *, seed: int
     an object with ``for_epoch(epoch)`` giving each epoch's batches (what
     :func:`kd_utils.data.make_dataset` returns with ``per_epoch=True``), which
     makes a resumed run equal an uninterrupted one. After every epoch the
-    state is saved; at the end the best validation epoch's weights are loaded
+    progress is saved (the variables too, but after the last); at the end the best validation epoch's weights are loaded
     back into the (student) model and saved as ``best.keras``. Returns
     ``train_seconds``, ``epoch_seconds``, ``best_epoch``,
     ``best_val_accuracy`` and ``history`` (every epoch, resumed ones too).
@@ -247,7 +251,8 @@ def fit(model: keras.Model, train_ds, val_ds, epochs: int, run_dir, *, seed: int
             best_file = f"best-e{epoch + 1}.keras"
             storage.atomic_write(state_dir / best_file, _target(model).save)
             progress.update(best_epoch=epoch + 1, best_value=logs[MONITOR], best_file=best_file)
-        progress["state_file"] = _save_state(model, state_dir, epoch + 1)
+        # After the last epoch nothing is left to train: a resume needs the best epoch's file only.
+        progress["state_file"] = _save_state(model, state_dir, epoch + 1) if epoch + 1 < epochs else None
         storage.write_json(state_dir / PROGRESS_FILE, progress)  # the epoch counts from here on
         for old in state_dir.glob("*-*"):
             if old.name not in (progress["state_file"], progress["best_file"]) and not old.name.startswith("."):

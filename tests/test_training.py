@@ -101,13 +101,17 @@ def test_fit_of_a_distiller_checkpoints_only_the_student(tmp_path):
     student = small_classifier(2)
     d = Distiller(student=student, teacher=teacher)
     d.compile(optimizer=keras.optimizers.Adam(0.05), metrics=[keras.metrics.CategoricalAccuracy()])
-    info = training.fit(d, separable_data(), separable_data(seed=1), epochs=2, run_dir=tmp_path, verbose=0)
+    with pytest.raises(RuntimeError, match="disconnected"):  # cut in epoch 3: epoch 2's state is there
+        training.fit(d, separable_data(), separable_data(seed=1), epochs=3, run_dir=tmp_path, verbose=0,
+                     callbacks=[Crash(2)])
+    (state,) = (tmp_path / "state").glob("state-*.npz")
+    with np.load(state) as arrays:  # the student's and the optimizer's variables, no teacher
+        assert state.name == "state-2.npz"
+        assert len(arrays.files) == len(student.variables) + len(d.optimizer.variables)
+    info = training.fit(d, separable_data(), separable_data(seed=1), epochs=3, run_dir=tmp_path, verbose=0)
     saved = keras.saving.load_model(tmp_path / "best.keras", compile=False)
     assert len(saved.get_weights()) == len(student.get_weights())
     assert {"loss", "student_loss", "distillation_loss", "val_loss"} <= set(info["history"])
-    (state,) = (tmp_path / "state").glob("state-*.npz")
-    with np.load(state) as arrays:  # the student's and the optimizer's variables, no teacher
-        assert len(arrays.files) == len(student.variables) + len(d.optimizer.variables)
 
 
 def test_a_resumed_run_equals_the_uninterrupted_run(tmp_path):
@@ -160,11 +164,30 @@ def test_a_kill_during_a_save_loses_at_most_that_epoch(tmp_path, monkeypatch, du
 
 
 def test_a_finished_but_unrecorded_run_is_not_trained_twice(tmp_path):
-    first = training.fit(small_classifier(), separable_data(), separable_data(seed=1), 3, tmp_path, verbose=0)
+    model = small_classifier()
+    first = training.fit(model, separable_data(), separable_data(seed=1), 3, tmp_path, verbose=0)
+    # After the last epoch only the best model and the progress are kept: nothing is left to resume.
+    assert sorted(p.name for p in (tmp_path / "state").iterdir()) == [f"best-e{first['best_epoch']}.keras",
+                                                                      "progress.json"]
     # The process died before the record was written: the next call finds every epoch done.
-    again = training.fit(small_classifier(5), separable_data(), separable_data(seed=1), 3, tmp_path, verbose=0)
+    other = small_classifier(5)
+    again = training.fit(other, separable_data(), separable_data(seed=1), 3, tmp_path, verbose=0)
     assert again["epoch_seconds"] == first["epoch_seconds"] and again["history"] == first["history"]
     assert (tmp_path / "history.csv").read_text().count("\n") == 4
+    for a, b in zip(model.get_weights(), other.get_weights()):  # the best epoch's weights, from its file
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_finished_run_asked_for_more_epochs_starts_again(tmp_path, capsys):
+    """Its last epoch left no state to go on from: it is trained again from the start, with a notice."""
+    fresh = training.fit(small_classifier(0), shuffled_epochs(), separable_data(seed=1), 3, tmp_path / "fresh",
+                         seed=3, verbose=0)
+    training.fit(small_classifier(0), shuffled_epochs(), separable_data(seed=1), 2, tmp_path / "run", seed=3,
+                 verbose=0)
+    more = training.fit(small_classifier(0), shuffled_epochs(), separable_data(seed=1), 3, tmp_path / "run",
+                        seed=3, verbose=0)
+    assert "holds no state to resume epoch 3 from" in capsys.readouterr().out
+    assert more["history"] == fresh["history"] and len(more["epoch_seconds"]) == 3
 
 
 def test_records_are_reused_only_with_their_key_and_model(tmp_path, capsys):
