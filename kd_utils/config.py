@@ -366,7 +366,7 @@ def dry_run_profile() -> Profile:
     one epoch, one seed, two values per sweep. It proves that the paper's run
     works end to end offline; its numbers mean nothing.
 
-    Its steps run eagerly (``run_eagerly``), as ``smoke``'s do: with a dozen
+    Its steps run eagerly (``run_eagerly``), as ``smoke``'s do: with ten
     images, tracing each large backbone's steps into tf.functions was most of
     the run (timings in docs/profiles.md). The computation is the same; the
     traced steps are the ones ``cpu`` and the unit tests run.

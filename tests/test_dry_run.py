@@ -30,7 +30,7 @@ def test_dry_run_profile_is_paper_but_for_scale_and_stand_ins(tmp_path, monkeypa
     differs = {f for f in paper.__dataclass_fields__ if getattr(paper, f) != getattr(dry, f)}
     assert differs <= DRY_RUN_FIELDS
     assert dry.image_size == 224 and dry.data_source == "folder" and dry.stand_ins
-    assert dry.run_eagerly and not paper.run_eagerly  # a dozen images: tracing would be most of the run
+    assert dry.run_eagerly and not paper.run_eagerly  # ten images: tracing would be most of the run
     assert (dry.alpha, dry.temperature, dry.lr_backbone, dry.lr_dsnet) == (0.1, 10.0, 1e-4, 1e-3)
     assert dry.students == config.PRETRAINED_STUDENTS
     assert len(dry.seeds) == 1 and len(dry.temperatures) == 2 and len(dry.batch_sizes) == 2
