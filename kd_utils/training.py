@@ -11,7 +11,7 @@ content hash of the data manifest. Its folder is derived from the key
 * ``state/``        - after every epoch: the best model so far
   (``best-e<epoch>.keras``), ``progress.json`` (history, epoch times, best
   epoch, micro-batches when the batch did not fit, see :mod:`kd_utils.memory`)
-  and, but after the last epoch (nothing is left to resume then), the
+  and, except after the last epoch (nothing is left to resume then), the
   trained model's variables and the optimizer's (``state-<epoch>.npz``).
   A Distiller's state holds the student only, never the teacher;
 * ``history.csv``   - one line per finished epoch, a copy of the progress;
@@ -210,8 +210,9 @@ def fit(model: keras.Model, train_ds, val_ds, epochs: int, run_dir, *, seed: int
     an object with ``for_epoch(epoch)`` giving each epoch's batches (what
     :func:`kd_utils.data.make_dataset` returns with ``per_epoch=True``), which
     makes a resumed run equal an uninterrupted one. After every epoch the
-    progress is saved (the variables too, but after the last); at the end the best validation epoch's weights are loaded
-    back into the (student) model and saved as ``best.keras``. Returns
+    progress is saved (and the variables, except after the last); at the end
+    the best validation epoch's weights are loaded back into the (student)
+    model and saved as ``best.keras``. Returns
     ``train_seconds``, ``epoch_seconds``, ``best_epoch``,
     ``best_val_accuracy`` and ``history`` (every epoch, resumed ones too).
     ``batching`` (micro-batches with gradient accumulation, see

@@ -126,7 +126,7 @@ def test_flop_estimate_uses_the_assumed_t4_throughput():
 
 
 def test_flops_are_counted_once_per_model_and_size(monkeypatch):
-    from kd_utils import benchmark, models
+    from kd_utils import benchmark
 
     built = []
     build = estimate._build
