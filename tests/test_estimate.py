@@ -239,3 +239,44 @@ def test_steptime_times_a_training_step_on_the_current_backend(tmp_path):
                               warmup=1, models=["DSNet"], out=str(out), log=None)
     assert json.loads(out.read_text()) == result and result["backend"] == "tensorflow"
     assert set(result["models"]) == {"DSNet"} and result["image_size"] == 32
+    assert "peak_memory_bytes" not in result["models"]["DSNet"]["float32"]  # no GPU here
+
+
+def test_steptime_extends_its_file_and_keeps_jax_peaks_of_a_processes_first_model_only(tmp_path, monkeypatch):
+    import keras
+
+    from kd_utils import steptime
+
+    profile = config.get_profile("smoke", image_size=32, batch_size=4)
+    calls = []
+
+    def fake_step(name, image_size, batch_size, precision, steps, warmup):
+        calls.append((name, precision))
+        return {"step_s": 0.5, "first_step_s": 2.0, "params": len(calls), "peak_memory_bytes": 2**30 * len(calls)}
+
+    monkeypatch.setattr(steptime, "time_step", fake_step)
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    out = tmp_path / "t.json"
+    first = steptime.measure(profile, ("float32",), steps=3, warmup=1, models=["DSNet", "VGG16"], out=str(out),
+                             log=None)
+    # Under JAX the second model's peak would include the first's: dropped.
+    assert first["models"]["DSNet"]["float32"]["peak_memory_bytes"] == 2**30
+    assert "peak_memory_bytes" not in first["models"]["VGG16"]["float32"]
+    # A second process extends the file: earlier models and a note stay, the one timed again is replaced.
+    out.write_text(json.dumps({**first, "measured": "a note"}))
+    second = steptime.measure(profile, ("mixed_float16",), steps=3, warmup=1, models=["VGG16"], out=str(out),
+                              log=None)
+    assert json.loads(out.read_text()) == second
+    assert set(second["models"]["VGG16"]) == {"float32", "mixed_float16"}
+    assert second["models"]["VGG16"]["mixed_float16"]["peak_memory_bytes"] == 3 * 2**30
+    assert second["models"]["DSNet"] == first["models"]["DSNet"] and second["measured"] == "a note"
+    # A measurement taken another way is not mixed into the file.
+    with pytest.raises(ValueError, match=r"holds another measurement \(steps 3 there, 10 now\)"):
+        steptime.measure(profile, ("float32",), steps=10, warmup=1, models=["DSNet"], out=str(out), log=None)
+    assert calls == [("DSNet", "float32"), ("VGG16", "float32"), ("VGG16", "mixed_float16")]
+
+
+def test_steptime_reports_no_peak_memory_without_an_accelerator():
+    from kd_utils import steptime
+
+    assert steptime.reset_peak_memory() is False and steptime.peak_memory_bytes() is None
