@@ -33,7 +33,7 @@ import os
 import sys
 import time
 
-from . import config
+from . import config, storage
 
 PRECISIONS = ("float32", "mixed_float16")
 
@@ -186,8 +186,9 @@ def measure(profile: config.Profile, precisions=PRECISIONS, steps: int = 5, warm
     so that a run cut short keeps what it measured.
 
     An ``out`` that exists is extended: its models (and any other keys, such
-    as a note) stay, those timed again are replaced. It must have been measured the same way (:data:`HEADER_KEYS`:
-    profile, sizes, device, backend, Keras, steps), else ValueError."""
+    as a note) stay, those timed again are replaced. It must have been
+    measured the same way (:data:`HEADER_KEYS`: profile, sizes, device,
+    backend, Keras, steps), else ValueError."""
     import keras
 
     result = {"profile": profile.name, "image_size": profile.image_size, "batch_size": profile.batch_size,
@@ -214,10 +215,7 @@ def measure(profile: config.Profile, precisions=PRECISIONS, steps: int = 5, warm
                     f"({profile.batch_size / entry['step_s']:7.0f} img/s; first step {entry['first_step_s']:.1f} s"
                     + (f"; peak memory {peak / 2**30:.2f} GiB" if peak is not None else "") + ")")
             if out:
-                tmp = f"{out}.tmp"
-                with open(tmp, "w") as fh:
-                    json.dump(result, fh, indent=2)
-                os.replace(tmp, out)
+                storage.write_json(out, result)
     return result
 
 
