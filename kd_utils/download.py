@@ -141,13 +141,16 @@ def download(source: str = "kaggle", dest=None, *, force: bool = False, **option
 
 
 def ensure_data(profile: config.Profile) -> Download | None:
-    """The profile's real images, fetched when missing (notebook 01 calls this).
+    """The profile's real images, fetched when missing (notebook 01,
+    ``reproduce`` and :func:`kd_utils.pipeline.prepare_data` call this).
 
-    Only the ``folder`` (Kaggle) and ``isic`` sources of the ``paper``
-    profile download: when their folder is missing or a download into it was
-    cut short. Synthetic or bundled data, data in place, or a folder filled
-    by hand: nothing is done and None is returned. So is a profile that
-    names its own data folder (``data_root``; the dry run's stand-ins).
+    The ``folder`` (Kaggle) and ``isic`` sources download (``paper``,
+    ``colab``, ``kaggle-cpu``): when their folder is missing or a download
+    into it was cut short. A failed download raises :class:`DownloadError`
+    (one line: why, and what to do); nothing falls back to generated images.
+    Synthetic or bundled data, data in place, or a folder filled by hand:
+    nothing is done and None is returned. So is a profile that names its own
+    data folder (``data_root``; the dry run's stand-ins).
     """
     if profile.data_root or profile.stand_ins:
         return None

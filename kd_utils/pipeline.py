@@ -31,6 +31,10 @@ def prepare_data(profile: config.Profile, root=None, rebuild: bool = False) -> d
         from . import dry_run
 
         dry_run.ensure(profile)
+    elif root is None:
+        from . import download
+
+        download.ensure_data(profile)  # real images missing on this machine (a fresh Colab one): fetch them
     folder = config.artifacts_dir(profile) / "data"
     if not rebuild and (folder / "manifest.csv").is_file():
         try:
@@ -121,17 +125,19 @@ _LOGITS_CACHE: dict = {}
 
 
 def teacher_logits(profile: config.Profile, manifest: data.Manifest, teacher, split: str):
-    """The teacher's logits for every image of ``split``, in manifest order.
+    """The teacher's logits for every image of ``split``, in manifest order,
+    each image at the teacher's size (:attr:`~kd_utils.config.Profile.teacher_size`).
 
     Cached by the teacher's key and the manifest's content hash, never by
     anything that two different teachers or datasets could share: in memory,
     and on disk in the teacher's run folder when it has one.
     """
-    key = (teacher_key(teacher), manifest.content_hash, profile.image_size, split)
+    size = profile.teacher_size
+    key = (teacher_key(teacher), manifest.content_hash, size, split)
     if key in _LOGITS_CACHE:
         return _LOGITS_CACHE[key]
     run_dir = getattr(teacher, "kd_run_dir", None)
-    path = Path(run_dir) / "logits" / f"{manifest.content_hash[:16]}-{profile.image_size}px-{split}.npy" if run_dir else None
+    path = Path(run_dir) / "logits" / f"{manifest.content_hash[:16]}-{size}px-{split}.npy" if run_dir else None
     n = len(manifest.split(split))
     logits = None
     if path is not None and path.is_file():
@@ -143,7 +149,7 @@ def teacher_logits(profile: config.Profile, manifest: data.Manifest, teacher, sp
             storage.notice(f"{path} is damaged; the teacher's logits are computed again.")
             logits = None
     if logits is None:
-        ordered = data.make_dataset(manifest, split, profile.image_size, 128, shuffle=False, cache=False)
+        ordered = data.make_dataset(manifest, split, size, 128, shuffle=False, cache=False)
         teacher.run_eagerly = teacher.run_eagerly or profile.run_eagerly
         logits = evaluation.predict(teacher, ordered).logits.astype("float32")
         if path is not None:
@@ -255,7 +261,7 @@ def pretraining_data(profile: config.Profile) -> data.Manifest:
     in the artifacts folder like the profile's own manifest."""
     seed = PRETRAIN_SEED_OFFSET + profile.seed
     n = profile.teacher_pretrain_per_class
-    name = f"{profile.image_size}px-{n}x2-seed{seed}"
+    name = f"{profile.teacher_size}px-{n}x2-seed{seed}"
     folder = config.artifacts_dir(profile) / f"pretraining-data-{name}"
     if (folder / "manifest.csv").is_file():
         try:
@@ -264,7 +270,7 @@ def pretraining_data(profile: config.Profile) -> data.Manifest:
             storage.notice(f"{err} Rebuilding it now.")
     manifest = data.build_manifest(
         "synthetic", config.data_dir() / f"synthetic-{name}",
-        image_size=profile.image_size, seed=seed, val_fraction=PRETRAIN_VAL_SHARE / (1 - PRETRAIN_TEST_SHARE),
+        image_size=profile.teacher_size, seed=seed, val_fraction=PRETRAIN_VAL_SHARE / (1 - PRETRAIN_TEST_SHARE),
         test_fraction=PRETRAIN_TEST_SHARE,
         synthetic_per_class=n, work_dir=folder / "converted")
     manifest.save(folder)
@@ -276,7 +282,7 @@ def _pretrain_run(profile: config.Profile, manifest_hash: str):
     run_config = {
         "model": "ResNet50 teacher, pretraining on generated images",
         "profile": profile.name,
-        "image_size": profile.image_size,
+        "image_size": profile.teacher_size,
         "images_per_class": profile.teacher_pretrain_per_class,
         "generator_seed": PRETRAIN_SEED_OFFSET + profile.seed,
         "epochs": profile.teacher_pretrain_epochs,
@@ -299,7 +305,7 @@ def _teacher_run(profile: config.Profile, manifest_hash: str, pretraining_hash: 
     run_config = {
         "model": "ResNet50 teacher",
         "profile": profile.name,
-        "image_size": profile.image_size,
+        "image_size": profile.teacher_size,
         "weights": profile.weights,
         "epochs": profile.teacher_epochs,
         "batch_size": profile.batch_size,
@@ -429,7 +435,7 @@ def _mark(model: keras.Model, key: str, run_dir: Path) -> keras.Model:
 
 def _new_teacher(profile: config.Profile) -> keras.Model:
     """The paper's teacher, with the profile's batch-norm momentum."""
-    teacher = models.build_teacher(profile.image_size, weights=profile.weights)
+    teacher = models.build_teacher(profile.teacher_size, weights=profile.weights)
     if profile.teacher_bn_momentum is not None:
         for layer in teacher._flatten_layers():
             if isinstance(layer, keras.layers.BatchNormalization):
@@ -447,7 +453,7 @@ def _teacher_builder(profile, manifest, strategy, learning_rate, start: dict | N
     def build(batching):
         _release_memory()
         training.set_seeds(profile.seed)
-        splits = datasets(profile, manifest, batching.micro_batch)
+        splits = datasets(profile.teacher_view(), manifest, batching.micro_batch)
         with _build_scope(strategy, accel.get("mixed_precision", False)):
             teacher = _new_teacher(profile)
             if start:
@@ -482,7 +488,7 @@ def pretrain_teacher(profile: config.Profile, verbose: int = 2, strategy=None):
             tensorboard=profile.tensorboard, lock=lock)
         return model, fit_info, splits[2]
 
-    model, record = _train_or_load(profile, manifest, key, run_dir, run_config, train)
+    model, record = _train_or_load(profile.teacher_view(), manifest, key, run_dir, run_config, train)
     return _mark(model, key, run_dir), record
 
 
@@ -513,7 +519,7 @@ def train_teacher(profile: config.Profile, manifest: data.Manifest, verbose: int
                                        "test_accuracy": pre_record["test"]["accuracy"]}
         return teacher, fit_info, splits[2]
 
-    model, record = _train_or_load(profile, manifest, key, run_dir, run_config, train)
+    model, record = _train_or_load(profile.teacher_view(), manifest, key, run_dir, run_config, train)
     return _mark(model, key, run_dir), record
 
 

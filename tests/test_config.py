@@ -27,7 +27,7 @@ def test_profile_from_environment(monkeypatch):
     monkeypatch.setenv("KD_PROFILE", "smoke")
     assert config.get_profile().name == "smoke"
     monkeypatch.setenv("KD_PROFILE", "gpu")
-    with pytest.raises(ValueError, match="Unknown profile 'gpu': expected one of paper, cpu, smoke"):
+    with pytest.raises(ValueError, match="Unknown profile 'gpu': expected one of paper, kaggle-cpu, cpu, smoke"):
         config.get_profile()
 
 
@@ -166,3 +166,67 @@ def test_empty_seeds_and_students_parameters_fall_back_to_the_environment(monkey
     monkeypatch.delenv("KD_SEEDS")
     monkeypatch.delenv("KD_STUDENTS")
     assert config.notebook_profile("smoke").seeds == config.get_profile("smoke").seeds
+
+
+def _machine(monkeypatch, gpu: bool, reachable: bool):
+    """Fake what auto_profile looks at: a GPU, and whether Kaggle answers."""
+    monkeypatch.setattr(config, "has_gpu", lambda: gpu)
+    monkeypatch.setattr(config, "kaggle_reachable", lambda timeout=3.0: reachable)
+
+
+@pytest.mark.parametrize("reachable", [False, True])
+def test_auto_on_a_gpu_without_data_is_the_paper_profile_never_generated_images(monkeypatch, reachable):
+    _machine(monkeypatch, gpu=True, reachable=reachable)
+    name, why = config.auto_profile()
+    assert name == "paper" and "downloaded to" in why
+    assert config.get_profile(name).data_source == "folder" and config.get_profile(name).real_data
+
+
+def test_auto_without_a_gpu_takes_the_real_images_when_present_or_downloadable(monkeypatch):
+    _machine(monkeypatch, gpu=False, reachable=True)
+    name, why = config.auto_profile()
+    assert name == "kaggle-cpu" and "downloaded to" in why
+    _machine(monkeypatch, gpu=False, reachable=False)
+    (config.data_dir() / "melanoma_cancer_dataset").mkdir(parents=True)
+    name, why = config.auto_profile()
+    assert name == "kaggle-cpu" and "in " + str(config.data_dir() / "melanoma_cancer_dataset") in why
+    profile = config.get_profile(name)
+    assert profile.real_data and profile.weights is None and profile.split == "pooled"
+
+
+def test_auto_falls_back_to_generated_images_only_without_gpu_data_or_network(monkeypatch, capsys):
+    _machine(monkeypatch, gpu=False, reachable=False)
+    name, why = config.auto_profile()
+    assert name == "cpu" and "GENERATED images" in why and not config.get_profile(name).real_data
+    assert config.notebook_profile("auto").name == "cpu"
+    assert "profile cpu: no GPU, no real images" in capsys.readouterr().out
+    monkeypatch.setenv("KD_PROFILE", "smoke")  # an explicit choice wins over the machine
+    assert config.auto_profile() == ("smoke", "set by KD_PROFILE")
+
+
+def test_a_failed_download_on_a_gpu_stops_in_one_line_and_falls_back_to_nothing(monkeypatch):
+    from kd_utils import download
+
+    _machine(monkeypatch, gpu=True, reachable=False)
+    profile = config.get_profile(config.auto_profile()[0])
+
+    class Offline:
+        @staticmethod
+        def dataset_download(handle, **kwargs):
+            raise ConnectionError("Name or service not known")
+
+    monkeypatch.setattr(download, "_import_kagglehub", lambda: Offline)
+    with pytest.raises(download.DownloadError, match="Could not download .* network connection") as err:
+        download.ensure_data(profile)
+    assert "\n" not in str(err.value)
+    assert not (config.data_dir() / "melanoma_cancer_dataset" / "train").exists()
+
+
+def test_the_teacher_may_see_larger_images_than_its_students():
+    profile = config.get_profile("kaggle-cpu")
+    assert profile.teacher_size == 64 and profile.image_size == 32
+    assert profile.teacher_view().image_size == 64 and profile.teacher_view().name == profile.name
+    smoke = config.get_profile("smoke")
+    assert smoke.teacher_size == smoke.image_size and smoke.teacher_view() is smoke
+    with pytest.raises(ValueError, match="teacher_image_size must be None or a whole number of at least image_size"):
+        smoke.replace(teacher_image_size=16)
