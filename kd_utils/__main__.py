@@ -35,6 +35,13 @@
     classes. Images under 32 px on a side or more elongated than 4:1 are
     refused (training excludes them); EXIF orientation is applied.
     A research tool, not a diagnostic device.
+``python -m kd_utils evaluate MODEL FOLDER [--split train|test] [--threshold 0.5] [--resamples 2000] [--seed 0] [--json]``
+    External validation: a .keras or .tflite model on any folder labelled
+    by sub-folder (``FOLDER/{benign,malignant}/`` or
+    ``FOLDER/{train,test}/{benign,malignant}/``): accuracy, AUC,
+    sensitivity, specificity with 95% bootstrap intervals over the images,
+    the confusion matrix and the malignant-call rate. Images are read as
+    ``predict`` reads them; unreadable ones are listed and left out.
 ``python -m kd_utils download [--source kaggle|isic] [--out DIR] [--limit N] [--force]``
     The paper profile's images: the public Kaggle dataset (default; needs
     ``pip install kagglehub``, no account) copied to
@@ -50,7 +57,7 @@ are still printed; ``download``: the images are in place but their counts
 differ from the published dataset's); 2 usage error - a bad option, value, path or environment
 variable (``KD_PROFILE``, ``KD_ARTIFACTS``, ``KD_DATA_DIR``, ``KD_SHARD``,
 ``KD_SHARD_WAIT``), a damaged or
-unsuitable model, an earlier step's output missing, a run that another
+unsuitable model, a folder ``evaluate`` cannot score, an earlier step's output missing, a run that another
 process is writing, a saved manifest that was damaged, or a download that
 cannot be done (no network, no kagglehub or isic-cli, Kaggle refused) - said in one line
 on stderr, nothing done; 3 internal error (a traceback is printed: a bug, or a
@@ -443,13 +450,52 @@ def predict(paths: list[str], model: str | None, profile_name: str | None, outpu
     return EXIT_OK if results and not failed else EXIT_SOME_FAILED
 
 
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a probability between 0 and 1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a probability between 0 and 1, got {value}")
+    return value
+
+
+def evaluate(model: str, folder: str, split: str | None = None, threshold: float = 0.5, resamples: int = 2000,
+             seed: int = 0, as_json: bool = False) -> int:
+    """``evaluate``: a model's metrics on a labelled folder (:mod:`kd_utils.external`).
+
+    The model path and the folder are checked before TensorFlow is imported;
+    unreadable images are listed on stderr and left out.
+    """
+    from . import deploy, external
+
+    model_path = _check_model_arg(model, "MODEL", deploy.MODEL_SUFFIXES)
+    external.labelled_images(folder, split)  # a DataError (exit 2) before the model is loaded
+    try:
+        runner = deploy.load_model(model_path)  # TensorFlow from here on
+    except (FileNotFoundError, ValueError) as err:
+        raise UsageError(str(err)) from err
+    result = external.evaluate_folder(runner, folder, split=split, threshold=threshold, n_resamples=resamples,
+                                      seed=seed)
+    for path, why in result.skipped:
+        print(f"skipped: {path}: {why}", file=sys.stderr)
+    if as_json:
+        import json
+
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(deploy.DISCLAIMER)
+        print(result.summary())
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import config
 
     profiles = list(config.PROFILE_NAMES)
     parser = _Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                                help="reproduce, estimate, quickstart, export, predict, benchmark or download")
+                                help="reproduce, estimate, quickstart, export, predict, evaluate, benchmark or download")
     rep = sub.add_parser("reproduce", help="run the notebooks in order and collect tables and figures")
     rep.add_argument("--profile", choices=profiles, default=None,
                      help="default: $KD_PROFILE, else paper with a GPU and the real data, else cpu")
@@ -497,6 +543,17 @@ def build_parser() -> argparse.ArgumentParser:
                       help="one JSON document on stdout (path, malignant_probability, label, error per file)")
     form.add_argument("--csv", dest="output", action="store_const", const="csv",
                       help="CSV on stdout: path,malignant_probability,label,error")
+    ev = sub.add_parser("evaluate", help="external validation: metrics with intervals on a labelled image folder")
+    ev.add_argument("model", metavar="MODEL", help=".keras or .tflite file")
+    ev.add_argument("folder", metavar="FOLDER",
+                    help="benign/ and malignant/ sub-folders, directly or under train/ and/or test/")
+    ev.add_argument("--split", choices=["train", "test"], default=None,
+                    help="with train/ and test/: use only this one (default: every image found)")
+    ev.add_argument("--threshold", type=_probability, default=0.5,
+                    help="malignant when its probability is at least this (default 0.5, as predict)")
+    ev.add_argument("--resamples", type=_count(1), default=2000, help="bootstrap resamples (default 2000)")
+    ev.add_argument("--seed", type=_count(0), default=0, help="bootstrap seed (default 0)")
+    ev.add_argument("--json", action="store_true", help="one JSON document on stdout (metrics, images used, skipped)")
     bench = sub.add_parser("benchmark", help="size, FLOPs, latency, throughput and training-side timings on this machine")
     bench.add_argument("--out", default=None, help="folder for benchmark.md/.csv/.png (default: results/benchmark)")
     bench.add_argument("--runs", type=_count(1), default=None, help="timed batch-1 calls per model (default 50)")
@@ -555,6 +612,8 @@ def _run(args) -> int:
         return export(args.model, args.quantize, args.profile, args.out, args.calibration)
     if args.command == "predict":
         return predict(args.paths, args.model, args.profile, args.output)
+    if args.command == "evaluate":
+        return evaluate(args.model, args.folder, args.split, args.threshold, args.resamples, args.seed, args.json)
     if args.command == "download":
         check_folder_env("KD_DATA_DIR", config.data_dir())
         if args.out:
