@@ -253,6 +253,11 @@ def reproduce(profile_name: str | None, only: list[str] | None = None, seeds: li
     if profile.stand_ins:
         print(f"Dry run of the paper profile on stand-ins ({profile.image_size} px, weights files in {profile.weights}, "
               f"images in {profile.data_root}): it checks the code path, its numbers mean nothing.", flush=True)
+    from .download import ensure_data
+
+    fetched = ensure_data(profile)  # a failed download stops here, in one line, before any notebook
+    if fetched is not None:
+        print(fetched.summary(), flush=True)
     out_dir = config.results_dir(profile) / "notebooks"
     if shard:  # shards share the results folder too: each keeps its own executed copies
         out_dir = out_dir / f"shard-{shard.replace('/', '-of-')}"
@@ -498,7 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 help="reproduce, estimate, quickstart, export, predict, evaluate, benchmark or download")
     rep = sub.add_parser("reproduce", help="run the notebooks in order and collect tables and figures")
     rep.add_argument("--profile", choices=profiles, default=None,
-                     help="default: $KD_PROFILE, else paper with a GPU and the real data, else cpu")
+                     help="default: $KD_PROFILE, else paper with a GPU, else kaggle-cpu where the Kaggle images are "
+                          "on disk or can be downloaded, else cpu (generated images)")
     rep.add_argument("--only", nargs="*", metavar="PREFIX", help="notebook prefixes to run, e.g. 01 02")
     _add_overrides(rep, "recorded in every run")
     rep.add_argument("--dry-run", action="store_true",

@@ -474,6 +474,12 @@ def get_profile(name: str | None = None, **overrides) -> Profile:
     return profile.replace(**overrides) if overrides else profile
 
 
+#: The Kaggle dataset the paper's images come from (owner/slug); ``kd_summary.json``
+#: and the tables name it as the data of a profile that reads it.
+KAGGLE_HANDLE = "hasnainjaved/melanoma-skin-cancer-dataset-of-10000-images"
+#: Its folder under the data dir, as ``python -m kd_utils download`` lays it out.
+KAGGLE_FOLDER = "melanoma_cancer_dataset"
+
 #: Where the Kaggle dataset is downloaded from: :func:`auto_profile` asks
 #: whether this host answers before it plans a run on data not yet on disk.
 KAGGLE_HOST = "www.kaggle.com"
@@ -511,7 +517,7 @@ def auto_profile() -> tuple[str, str]:
     """
     if os.environ.get("KD_PROFILE"):
         return os.environ["KD_PROFILE"], "set by KD_PROFILE"
-    kaggle = data_dir() / "melanoma_cancer_dataset"
+    kaggle = data_dir() / KAGGLE_FOLDER
     here = kaggle.is_dir()
     if has_gpu():
         where = f"the Kaggle images in {kaggle}" if here else f"the Kaggle images, downloaded to {kaggle}"

@@ -42,10 +42,10 @@ from .data import CLASS_NAMES, IMAGE_SUFFIXES, DataError
 
 SOURCES = ("kaggle", "isic")
 #: The Kaggle dataset the paper's 9,996 images come from (owner/slug).
-KAGGLE_HANDLE = "hasnainjaved/melanoma-skin-cancer-dataset-of-10000-images"
+KAGGLE_HANDLE = config.KAGGLE_HANDLE
 KAGGLE_URL = f"https://www.kaggle.com/datasets/{KAGGLE_HANDLE}"
 #: Where the ``paper`` profile's ``folder`` source looks, under the data dir.
-DATASET_FOLDER = "melanoma_cancer_dataset"
+DATASET_FOLDER = config.KAGGLE_FOLDER
 #: Images per folder of the Kaggle dataset as published (train 9,605, test
 #: 1,000). The paper used 9,996 of its images (5,000 benign, 4,996
 #: malignant), pooled and re-split 70/30; see docs/deviations.md.

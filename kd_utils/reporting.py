@@ -336,16 +336,36 @@ def controls_table(real, controls: dict, n_resamples: int = 2000) -> pd.DataFram
     return pd.DataFrame(rows).T
 
 
+def dataset_name(manifest) -> str:
+    """What a manifest's images are, for ``kd_summary.json``: the Kaggle
+    dataset's handle, ``generated images (synthetic)``, or source and folder."""
+    from . import config
+
+    root = str(manifest.info.get("root", ""))
+    if manifest.source == "synthetic":
+        return "generated images (synthetic), not real lesions"
+    if manifest.source == "folder" and root.rstrip("/").endswith(config.KAGGLE_FOLDER):
+        return f"kaggle:{config.KAGGLE_HANDLE}"
+    return f"{manifest.source}: {root}"
+
+
 def kd_summary(teacher_record: dict, real, controls: dict, no_teacher: str, settings: dict,
-               n_resamples: int = 2000) -> dict:
+               n_resamples: int = 2000, data: str | None = None) -> dict:
     """The headline numbers: the KD gain that matters is the real teacher minus
     the best of the controls (by mean test accuracy), with its paired t
-    interval over seeds (the bootstrap interval beside it)."""
+    interval over seeds (the bootstrap interval beside it); the teacher's and
+    the no-teacher DSNet's validation accuracy (what says whether the teacher
+    leads, chosen on nothing else); ``data`` (:func:`dataset_name`) and the seeds."""
     best = max(controls, key=lambda name: float(values(controls[name]).mean()))
     gain = kd_gain(real, controls[best], n_resamples)
+    runs = runs_of(real)
     return {
+        "data": data,
+        "seeds": [r.get("config", {}).get("seed") for r in runs],
         "teacher_accuracy": float(teacher_record["test"]["accuracy"]),
+        "teacher_val_accuracy": float(teacher_record["best_val_accuracy"]),
         "dsnet_nokd_accuracy": float(values(controls[no_teacher]).mean()),
+        "dsnet_nokd_val_accuracy": float(np.mean([r["best_val_accuracy"] for r in runs_of(controls[no_teacher])])),
         "dsnet_kd_accuracy": float(values(real).mean()),
         "kd_gain": gain["difference"], "kd_gain_low": gain["t_low"], "kd_gain_high": gain["t_high"],
         "kd_gain_interval": "95% paired t interval over seeds (real teacher minus the best control)",
@@ -353,6 +373,6 @@ def kd_summary(teacher_record: dict, real, controls: dict, no_teacher: str, sett
         "best_control": best,
         "controls": {name: float(values(runs).mean()) for name, runs in controls.items()},
         "fidelity": fidelity(real),
-        "seeds": len(runs_of(real)),
+        "n_seeds": len(runs),
         **settings,
     }

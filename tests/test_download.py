@@ -191,3 +191,25 @@ def test_cli_download_usage_errors_exit_2_in_one_line_before_tensorflow(tmp_path
         assert result["stdout"] == ""
     assert results["_modules"] == []
     assert not (tmp_path / "ds").exists()
+
+
+def test_reproduce_on_a_gpu_without_the_images_stops_in_one_line_when_the_download_fails(monkeypatch, capsys):
+    """A GPU never trains on generated images: auto picks paper, the download
+    fails, and reproduce stops before any notebook with the reason (exit 2)."""
+    from kd_utils import __main__ as cli
+
+    monkeypatch.setattr(config, "has_gpu", lambda: True)
+    monkeypatch.setattr(config, "kaggle_reachable", lambda timeout=3.0: False)
+
+    class Offline:
+        @staticmethod
+        def dataset_download(handle, **kwargs):
+            raise OSError("Temporary failure in name resolution")
+
+    monkeypatch.setattr(download, "_import_kagglehub", lambda: Offline)
+    ran = []
+    monkeypatch.setattr("papermill.execute_notebook", lambda *a, **k: ran.append(a))
+    assert cli.main(["reproduce", "--only", "01"]) == 2
+    out, err = capsys.readouterr()
+    assert "Profile paper: a GPU" in out and ran == []
+    assert err.count("\n") == 1 and err.startswith("error: Could not download " + download.KAGGLE_HANDLE)

@@ -116,3 +116,43 @@ def test_control_runs_are_their_own_runs_and_record_fidelity(tiny):
     assert table.loc["real", "gain t95% low"] == pytest.approx(low) and table.loc["real", "gain t95% high"] == pytest.approx(high)
     assert table.loc["real", "KD gain"] == pytest.approx(accs.mean())
     assert table.loc["uniform", "agreement"] == pytest.approx(np.mean([r["test"]["fidelity"]["agreement"] for r in uniform]))
+
+
+def _fake_run(tmp_path, name, seed, labels, logits, val):
+    folder = tmp_path / f"{name}-{seed}"
+    folder.mkdir()
+    np.savez(folder / reporting.PREDICTIONS_FILE, labels=labels, logits=logits)
+    accuracy = float(np.mean(np.argmax(logits, axis=-1) == labels))
+    return {"config": {"seed": seed}, "run_dir": str(folder), "best_val_accuracy": val,
+            "test": {"accuracy": accuracy}, "fidelity": {"agreement": 0.9, "kl": 0.1}}
+
+
+def test_kd_summary_names_the_data_the_seeds_and_both_validation_accuracies(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 50)
+    right = np.eye(2)[labels] * 2.0
+
+    def runs(name, flips, vals):
+        out = []
+        for seed, n, val in zip((10, 11, 12, 13, 14), flips, vals):
+            logits = right.copy()
+            logits[:n] = logits[:n, ::-1]  # the first n images called wrong
+            out.append(_fake_run(tmp_path, name, seed, labels, logits, val))
+        return out
+
+    kd = runs("kd", (5, 6, 4, 5, 5), (0.90,) * 5)
+    no_teacher = runs("none", (8, 7, 9, 8, 8), (0.86, 0.87, 0.85, 0.86, 0.86))
+    uniform = runs("uniform", (9, 9, 9, 9, 9), (0.84,) * 5)
+    teacher = {"test": {"accuracy": 0.93}, "best_val_accuracy": 0.925}
+    manifest = type("M", (), {"source": "folder", "info": {"root": "/x/data/melanoma_cancer_dataset"}})()
+    summary = reporting.kd_summary(teacher, kd, {"no teacher": no_teacher, "uniform": uniform}, "no teacher",
+                                   {"temperature": 10.0}, n_resamples=200, data=reporting.dataset_name(manifest))
+    assert summary["data"] == f"kaggle:{config.KAGGLE_HANDLE}"
+    assert summary["seeds"] == [10, 11, 12, 13, 14] and summary["n_seeds"] == 5
+    assert summary["teacher_val_accuracy"] == 0.925 and summary["teacher_accuracy"] == 0.93
+    assert summary["dsnet_nokd_val_accuracy"] == pytest.approx(0.86)
+    assert summary["dsnet_nokd_accuracy"] == pytest.approx(1 - 40 / 250)
+    assert summary["best_control"] == "no teacher"
+    assert summary["kd_gain"] == pytest.approx((40 - 25) / 250)
+    synthetic = type("M", (), {"source": "synthetic", "info": {"root": "/x"}})()
+    assert "generated" in reporting.dataset_name(synthetic)
