@@ -27,6 +27,7 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from . import data, deploy, stats
 
@@ -232,3 +233,35 @@ def evaluate_folder(model, folder, *, split: str | None = None, threshold: float
                "prediction": r.label} for r, y in read]
     name = getattr(runner, "path", None) or getattr(model, "name", "model")
     return FolderEvaluation(str(name), int(runner.image_size), str(folder), split, sources, metrics, skipped, images)
+
+
+def compare(groups: dict, folder, load, **options) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Several models, each over its seeds, on one external folder.
+
+    ``groups`` maps a name (``"DSNet distilled"``) to a list of run records
+    (one per seed; a record needs ``test.accuracy``, the in-distribution test
+    split's); ``load(record)`` gives the model to score. Returns ``(by_model,
+    by_run)``: per name the mean over its runs of the in-distribution test
+    accuracy beside the folder's accuracy, AUC, sensitivity, specificity and
+    malignant-call rate (and the runs' sd of the folder's accuracy); per run
+    the same with each metric's bootstrap interval over images. ``options``
+    go to :func:`evaluate_folder`."""
+    rows = []
+    for name, records in groups.items():
+        for record in records:
+            m = evaluate_folder(load(record), folder, **options).metrics
+            row = {"model": name, "seed": record.get("config", {}).get("seed"),
+                   "test accuracy (in-distribution)": float(record["test"]["accuracy"])}
+            for metric in METRICS:
+                row[metric] = m[metric]["value"]
+                row[f"{metric} low"], row[f"{metric} high"] = m[metric]["low"], m[metric]["high"]
+            row["malignant calls"] = m["malignant_call_rate"]
+            rows.append(row)
+    by_run = pd.DataFrame(rows)
+    shown = ["test accuracy (in-distribution)", *METRICS, "malignant calls"]
+    grouped = by_run.groupby("model", sort=False)
+    by_model = grouped[shown].mean()
+    by_model.insert(0, "runs", grouped.size())
+    by_model["accuracy sd"] = grouped["accuracy"].std()
+    by_model["gap (accuracy)"] = by_model["accuracy"] - by_model["test accuracy (in-distribution)"]
+    return by_model, by_run

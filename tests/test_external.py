@@ -217,3 +217,20 @@ def test_damaged_model_and_no_readable_image_exit_2(tiny_model, sample, tmp_path
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1].startswith(f"error: {unreadable}: none of the 2 image file(s) could be read")
     assert "Traceback" not in err
+
+
+def test_compare_puts_each_models_runs_beside_their_in_distribution_accuracy(tiny_model, sample, tmp_path):
+    folder = _lay_out(tmp_path / "clinic", sample, lambda i, y: data.CLASS_NAMES[y])
+    runs = {"tiny": [{"config": {"seed": 10}, "test": {"accuracy": 0.9}},
+                     {"config": {"seed": 11}, "test": {"accuracy": 0.8}}],
+            "tiny again": [{"test": {"accuracy": 0.7}}]}
+    loaded = []
+    by_model, by_run = external.compare(runs, folder, lambda r: (loaded.append(r), tiny_model)[1], n_resamples=200)
+    assert len(loaded) == 3 and list(by_model.index) == ["tiny", "tiny again"]
+    single = external.evaluate_folder(tiny_model, folder, n_resamples=200).metrics
+    assert by_model.loc["tiny", "runs"] == 2 and by_model.loc["tiny again", "runs"] == 1
+    assert by_model.loc["tiny", "test accuracy (in-distribution)"] == pytest.approx(0.85)
+    assert by_model.loc["tiny", "accuracy"] == pytest.approx(single["accuracy"]["value"])
+    assert by_model.loc["tiny", "gap (accuracy)"] == pytest.approx(single["accuracy"]["value"] - 0.85)
+    assert by_model.loc["tiny", "accuracy sd"] == pytest.approx(0.0)
+    assert list(by_run.seed[:2]) == [10, 11] and by_run.loc[0, "auc low"] == single["auc"]["low"]
