@@ -773,6 +773,7 @@ def make_dataset(
     teacher_logits: np.ndarray | None = None,
     shuffle_buffer: int = 2048,
     per_epoch: bool = False,
+    augment: bool = False,
 ):
     """Batches of ``(uint8 images, one-hot float labels)`` for one split.
 
@@ -788,6 +789,11 @@ def make_dataset(
       ``for_epoch(k)`` is epoch ``k``'s batches, in an order fixed by ``seed``
       and ``k`` alone, so a resumed run sees the batches an uninterrupted one
       would (:func:`kd_utils.training.fit` uses it).
+    * ``augment=True`` (with ``per_epoch``): each image of epoch ``k`` is
+      flipped and turned by a multiple of 90 degrees (:func:`dihedral`),
+      drawn from ``(seed, k)`` and its place in the epoch alone - as
+      reproducible as the order. A lesion has no up or left: the eight
+      symmetries of the square change nothing a label depends on.
     """
     import tensorflow as tf
 
@@ -826,8 +832,10 @@ def make_dataset(
         return examples.batch(batch_size).map(to_xy, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
     buffer = min(shuffle_buffer, len(rows))
+    if augment and not (shuffle and per_epoch):
+        raise ValueError("augment needs a shuffled per-epoch training split (per_epoch=True).")
     if shuffle and per_epoch:
-        return EpochDataset(ds, buffer, seed, batched)
+        return EpochDataset(ds, buffer, seed, batched, augment)
     if shuffle:
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     return batched(ds)
@@ -840,9 +848,24 @@ class EpochDataset:
     shuffle differs.
     """
 
-    def __init__(self, examples, buffer: int, seed: int, finish):
+    def __init__(self, examples, buffer: int, seed: int, finish, augment: bool = False):
         self._examples, self._buffer, self._seed, self._finish = examples, buffer, int(seed), finish
+        self._augment = augment
 
     def for_epoch(self, epoch: int):
         seed = (self._seed * 1_000_003 + int(epoch)) % (2**31 - 1)
-        return self._finish(self._examples.shuffle(self._buffer, seed=seed, reshuffle_each_iteration=False))
+        examples = self._examples.shuffle(self._buffer, seed=seed, reshuffle_each_iteration=False)
+        if self._augment:
+            examples = examples.enumerate().map(lambda i, ex: {**ex, "image": dihedral(ex["image"], seed, i)})
+        return self._finish(examples)
+
+
+def dihedral(image, seed: int, index):
+    """``image`` flipped left-right or not and turned by 0, 90, 180 or 270
+    degrees: one of the square's eight symmetries, drawn from ``(seed, index)``."""
+    import tensorflow as tf
+
+    draw = tf.random.stateless_uniform([2], seed=tf.stack([tf.cast(seed, tf.int64), tf.cast(index, tf.int64)]),
+                                       maxval=8, dtype=tf.int64)[0]
+    image = tf.cond(draw >= 4, lambda: tf.image.flip_left_right(image), lambda: image)
+    return tf.image.rot90(image, k=tf.cast(draw % 4, tf.int32))

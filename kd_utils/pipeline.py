@@ -81,7 +81,7 @@ def control_logits(logits: np.ndarray, control: str | None, seed: int) -> np.nda
 
 
 def datasets(profile: config.Profile, manifest: data.Manifest, batch_size: int | None = None, teacher=None,
-             teacher_control: str | None = None):
+             teacher_control: str | None = None, augment: bool = False):
     """``(train, val, test)`` tf.data pipelines at the profile's image size.
 
     ``train`` is an :class:`~kd_utils.data.EpochDataset` (``train.for_epoch(k)``):
@@ -90,7 +90,8 @@ def datasets(profile: config.Profile, manifest: data.Manifest, batch_size: int |
     validation batches carry its precomputed logits (inputs are not
     augmented, so they are the same every epoch): the teacher runs once per
     split instead of once per epoch and run. ``teacher_control`` replaces
-    those logits by a control's (:func:`control_logits`).
+    those logits by a control's (:func:`control_logits`). ``augment`` flips
+    and turns the training images (:func:`kd_utils.data.dihedral`; the teacher's).
     """
     batch_size = batch_size or profile.batch_size
 
@@ -102,7 +103,7 @@ def datasets(profile: config.Profile, manifest: data.Manifest, batch_size: int |
 
     return tuple(
         data.make_dataset(manifest, split, profile.image_size, batch_size, seed=profile.seed, per_epoch=True,
-                          teacher_logits=logits(split))
+                          teacher_logits=logits(split), augment=augment and split == "train")
         for split in data.SPLITS
     )
 
@@ -291,6 +292,7 @@ def _pretrain_run(profile: config.Profile, manifest_hash: str):
         "learning_rate_schedule": "cosine decay to 0 over the run",
         "bn_momentum": profile.teacher_bn_momentum,
         "seed": profile.seed,
+        **({"augment": "dihedral (flips and 90-degree turns), every epoch"} if profile.teacher_augment else {}),
         **accelerator_options(profile),
         **execution_options(profile),
     }
@@ -316,6 +318,8 @@ def _teacher_run(profile: config.Profile, manifest_hash: str, pretraining_hash: 
     }
     if profile.teacher_bn_momentum is not None:
         run_config["bn_momentum"] = profile.teacher_bn_momentum
+    if profile.teacher_augment:
+        run_config["augment"] = "dihedral (flips and 90-degree turns), every epoch"
     if pretrained:
         run_config["pretrained_from"] = _pretrain_run(
             profile, pretraining_hash or pretraining_data(profile).content_hash)[0]
@@ -453,7 +457,7 @@ def _teacher_builder(profile, manifest, strategy, learning_rate, start: dict | N
     def build(batching):
         _release_memory()
         training.set_seeds(profile.seed)
-        splits = datasets(profile.teacher_view(), manifest, batching.micro_batch)
+        splits = datasets(profile.teacher_view(), manifest, batching.micro_batch, augment=profile.teacher_augment)
         with _build_scope(strategy, accel.get("mixed_precision", False)):
             teacher = _new_teacher(profile)
             if start:

@@ -355,3 +355,43 @@ def test_leakage_audit_of_a_clean_random_split(tmp_path):
     assert pairs.loc["near"].sum() - pairs.loc["near", "across splits"] == 3  # kept together in one split
     assert pairs["across splits"].sum() == 0
     assert audit["removed"]["removed_from_test"] == 0
+
+
+def _symmetries(image):
+    """The eight flips and quarter turns of a square image."""
+    turns = [np.rot90(image, k) for k in range(4)]
+    return turns + [np.rot90(image[:, ::-1], k) for k in range(4)]
+
+
+def test_augmented_epochs_are_symmetries_of_the_same_images_drawn_reproducibly(tiny_manifest):
+    plain = data.make_dataset(tiny_manifest, "train", 32, 16, seed=3, per_epoch=True)
+    augmented = data.make_dataset(tiny_manifest, "train", 32, 16, seed=3, per_epoch=True, augment=True)
+
+    def epoch(ds, k):
+        xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in ds.for_epoch(k)])
+        return np.concatenate(xs), np.concatenate(ys)
+
+    x0, y0 = epoch(plain, 0)
+    a0, b0 = epoch(augmented, 0)
+    assert np.array_equal(y0, b0)  # same order, same labels
+    assert all(any(np.array_equal(a, s) for s in _symmetries(x)) for x, a in zip(x0, a0))
+    changed = np.mean([not np.array_equal(x, a) for x, a in zip(x0, a0)])
+    assert 0.7 < changed < 1.0  # 7 of 8 draws change an image (the identity is one of eight)
+    again, _ = epoch(augmented, 0)
+    assert np.array_equal(a0, again)  # epoch 0 again: the very same batches (exact resume)
+    x1, _ = epoch(plain, 1)
+    a1, _ = epoch(augmented, 1)
+    assert not np.array_equal(a1, x1) and not np.array_equal(a0, a1)
+    with pytest.raises(ValueError, match="augment needs a shuffled per-epoch training split"):
+        data.make_dataset(tiny_manifest, "val", 32, 16, augment=True)
+
+
+def test_the_teacher_run_records_its_augmentation_and_students_keep_their_keys():
+    from kd_utils import pipeline
+
+    profile = config.get_profile("kaggle-cpu")
+    key, _, run_config = pipeline._teacher_run(profile, "m")
+    assert run_config["augment"].startswith("dihedral") and run_config["image_size"] == 64
+    plain_key, _, plain = pipeline._teacher_run(profile.replace(teacher_augment=False), "m")
+    assert "augment" not in plain and plain_key != key
+    assert pipeline._teacher_run(config.get_profile("smoke"), "m")[2].get("augment") is None

@@ -267,3 +267,22 @@ def test_at_temperature_one_both_loss_forms_are_one_run():
     assert plain[0] == scaled[0] and scaled[2]["scale_by_t2"] is False
     at_ten = pipeline._student_run(profile, "m" * 64, "t" * 16, temperature=10.0, alpha=0.1, scale_by_t2=True)
     assert at_ten[0] != pipeline._student_run(profile, "m" * 64, "t" * 16, temperature=10.0, alpha=0.1)[0]
+
+
+def test_a_teacher_at_a_larger_size_trains_and_teaches_a_smaller_student(tiny_manifest, artifacts):
+    """The teacher is trained, scored and asked for logits at its own size
+    (augmented in training); the student learns at its size from those logits."""
+    profile = config.get_profile("smoke", image_size=32, teacher_image_size=48, teacher_augment=True,
+                                 batch_size=32, seeds=(1,), student_epochs=1)
+    teacher, record = pipeline.train_teacher(profile, tiny_manifest, verbose=0)
+    assert teacher.input_shape[1:3] == (48, 48) and record["config"]["image_size"] == 48
+    assert record["config"]["augment"].startswith("dihedral")
+    logits = pipeline.teacher_logits(profile, tiny_manifest, teacher, "test")
+    images = np.stack([keras.ops.convert_to_numpy(pipeline.data.load_image(p, 48))
+                       for p in tiny_manifest.split("test").path])
+    assert np.allclose(logits, teacher.predict(images, verbose=0), atol=1e-4)
+    student, srecord = pipeline.distill_student(profile, tiny_manifest, teacher, seed=1, verbose=0)
+    assert student.input_shape[1:3] == (32, 32)
+    assert 0.0 <= srecord["test"]["fidelity"]["agreement"] <= 1.0
+    again, _ = pipeline.train_teacher(profile, tiny_manifest, verbose=0)  # found, not retrained
+    assert again.input_shape[1:3] == (48, 48)
