@@ -6,9 +6,10 @@ ISIC images (a ``benign``/``malignant`` folder under ``train/`` and
 This module makes local stand-ins for both, so that the paper's code path
 runs end to end offline:
 
-* images: a few synthetic lesions per class and split
-  (:mod:`kd_utils.synthetic`, 224 px PNGs) in the paper dataset's layout,
-  ``<root>/train|test/benign|malignant/``;
+* images: a few images per class and split in the paper dataset's layout,
+  ``<root>/train|test/benign|malignant/``: copies of the first files of the
+  Kaggle dataset when it is on this machine (``<data dir>/melanoma_cancer_dataset``),
+  else synthetic lesions (:mod:`kd_utils.synthetic`, 224 px PNGs);
 * weights: for each backbone, the backbone built with ``include_top=False,
   weights=None`` at the profile's input shape (a random initialisation with
   a fixed seed), written in the format of the files keras.applications
@@ -41,11 +42,48 @@ TEST_PER_CLASS = 2
 WEIGHTS_SEED = 2022
 
 
-def write_images(root, image_size: int, seed: int) -> Path:
-    """A few synthetic images in the paper dataset's layout under ``root``; returns ``root``."""
+#: Written last into the stand-in images' folder: where its images came from.
+IMAGES_MARKER = "stand_ins.json"
+_COUNTS = {"train": TRAIN_PER_CLASS, "test": TEST_PER_CLASS}
+
+
+def real_images(folder=None) -> dict[str, list[Path]] | None:
+    """The first :data:`TRAIN_PER_CLASS` / :data:`TEST_PER_CLASS` images (by
+    name) of each ``split/class`` folder of the Kaggle dataset (default:
+    where ``download`` puts it), or None when it is not there or short."""
+    from .data import CLASS_NAMES, IMAGE_SUFFIXES
+
+    folder = Path(folder) if folder else config.data_dir() / config.KAGGLE_FOLDER
+    picked = {}
+    for split, n in _COUNTS.items():
+        for name in CLASS_NAMES:
+            where = folder / split / name
+            files = sorted(p for p in where.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if where.is_dir() else []
+            if len(files) < n:
+                return None
+            picked[f"{split}/{name}"] = files[:n]
+    return picked
+
+
+def write_images(root, image_size: int, seed: int, real=None) -> Path:
+    """A few images in the paper dataset's layout under ``root``: copies of
+    ``real`` (:func:`real_images`; default: looked up) when the Kaggle dataset
+    is here, else synthetic lesions. Returns ``root``."""
+    import shutil
+
     root = Path(root)
-    synthetic.write_dataset(root / "train", TRAIN_PER_CLASS, image_size, seed)
-    synthetic.write_dataset(root / "test", TEST_PER_CLASS, image_size, seed + 1)
+    real = real_images() if real is None else real
+    if real:
+        for where, files in real.items():
+            (root / where).mkdir(parents=True, exist_ok=True)
+            for file in files:
+                shutil.copyfile(file, root / where / file.name)
+        source = f"the first images of {Path(next(iter(real.values()))[0]).parents[2]}"
+    else:
+        synthetic.write_dataset(root / "train", TRAIN_PER_CLASS, image_size, seed)
+        synthetic.write_dataset(root / "test", TEST_PER_CLASS, image_size, seed + 1)
+        source = "synthetic"
+    storage.write_json(root / IMAGES_MARKER, {"images": source})
     return root
 
 
@@ -129,7 +167,7 @@ def ensure(profile: config.Profile) -> dict:
 
     written = []
     images = Path(profile.data_root)
-    if not all((images / split / "synthetic.json").is_file() for split in ("train", "test")):
+    if not (images / IMAGES_MARKER).is_file():
         written.append(str(write_images(images, profile.image_size, profile.seed)))
     weights = Path(profile.weights)
     for name in backbones(profile):

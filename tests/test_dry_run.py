@@ -193,3 +193,36 @@ def test_every_dry_run_backbone_started_from_its_stand_in_file(dry):
                 largest = max(largest, float(np.max(np.abs(np.asarray(variable) - saved[layer.name][i]))))
         assert largest <= bound, f"{run_dir.name}: a weight moved {largest:.2e} from the file (bound {bound:.2e})"
     assert {n for n, _ in checked} == set(config.PRETRAINED_STUDENTS) and ("ResNet50", False) in checked
+
+
+def test_the_dry_run_uses_real_images_when_the_kaggle_dataset_is_here(tmp_path):
+    """Laid out from the CC0 sample as the Kaggle release is: the stand-ins are
+    copies of its first files (by name), and they split as the paper splits."""
+    import json
+    import shutil
+
+    import pandas as pd
+
+    from kd_utils import data
+
+    kaggle = config.data_dir() / config.KAGGLE_FOLDER
+    labels = pd.read_csv(config.sample_dir() / "labels.csv")
+    for label, rows in labels.groupby("label"):
+        for i, name in enumerate(sorted(rows.filename)):
+            where = kaggle / ("test" if i % 2 else "train") / data.CLASS_NAMES[label]
+            where.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(config.sample_dir() / name, where / name)
+    assert dry_run.write_images(tmp_path / "synthetic", 64, 10, real={})  # {}: none, generated as before
+    assert json.loads((tmp_path / "synthetic" / dry_run.IMAGES_MARKER).read_text()) == {"images": "synthetic"}
+    dry = config.dry_run_profile()
+    root = dry_run.write_images(tmp_path / "images", dry.image_size, dry.seed)
+    for where in ("train/benign", "train/malignant", "test/benign", "test/malignant"):
+        copied = sorted(p.name for p in (root / where).iterdir())
+        assert copied == sorted(p.name for p in (kaggle / where).iterdir())[:len(copied)]
+        assert len(copied) == (dry_run.TRAIN_PER_CLASS if where.startswith("train") else dry_run.TEST_PER_CLASS)
+        assert all((root / where / n).read_bytes() == (kaggle / where / n).read_bytes() for n in copied)
+    assert str(kaggle) in json.loads((root / dry_run.IMAGES_MARKER).read_text())["images"]
+    manifest = data.build_manifest(dry.data_source, root, image_size=dry.image_size, seed=dry.seed,
+                                   val_fraction=dry.val_fraction, test_fraction=dry.test_fraction,
+                                   split=dry.split, work_dir=tmp_path / "work")
+    assert {split: row["total"] for split, row in manifest.count_dict().items()} == {"train": 5, "val": 2, "test": 3}
