@@ -42,6 +42,11 @@
     sensitivity, specificity with 95% bootstrap intervals over the images,
     the confusion matrix and the malignant-call rate. Images are read as
     ``predict`` reads them; unreadable ones are listed and left out.
+``python -m kd_utils shortcuts MODEL FOLDER [--split train|test] [--limit N] [--seed 0] [--json]``
+    The same images under a fixed battery of transforms that leave the
+    lesion as it is (black frames, dark corners, zoom, exposure, contrast,
+    colour cast): accuracy, share called malignant and share of calls that
+    flip, per transform (:mod:`kd_utils.shortcuts`).
 ``python -m kd_utils download [--source kaggle|isic] [--out DIR] [--limit N] [--force]``
     The paper profile's images: the public Kaggle dataset (default; needs
     ``pip install kagglehub``, no account) copied to
@@ -496,13 +501,40 @@ def evaluate(model: str, folder: str, split: str | None = None, threshold: float
     return EXIT_OK
 
 
+def shortcuts(model: str, folder: str, split: str | None = None, limit: int | None = None, seed: int = 0,
+              as_json: bool = False) -> int:
+    """``shortcuts``: the lesion-preserving battery on a labelled folder (:mod:`kd_utils.shortcuts`)."""
+    from . import deploy, external
+    from . import shortcuts as battery
+
+    model_path = _check_model_arg(model, "MODEL", deploy.MODEL_SUFFIXES)
+    external.labelled_images(folder, split)  # a DataError (exit 2) before the model is loaded
+    try:
+        runner = deploy.load_model(model_path)  # TensorFlow from here on
+    except (FileNotFoundError, ValueError) as err:
+        raise UsageError(str(err)) from err
+    table, info = battery.report_folder(runner, folder, split=split, limit=limit, seed=seed)
+    for path, why in info["skipped"]:
+        print(f"skipped: {path}: {why}", file=sys.stderr)
+    if as_json:
+        import json
+
+        print(json.dumps({**info, "transforms": table.reset_index().to_dict(orient="records")}, indent=2))
+    else:
+        print(f"{info['model']} ({info['image_size']} px) on {info['images']} images of {folder}: calls that flip "
+              "under transforms that leave the lesion as it is")
+        print(table.drop(columns="what").to_string(float_format=lambda v: f"{v:.3f}"))
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import config
 
     profiles = list(config.PROFILE_NAMES)
     parser = _Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                                help="reproduce, estimate, quickstart, export, predict, evaluate, benchmark or download")
+                                help="reproduce, estimate, quickstart, export, predict, evaluate, shortcuts, benchmark "
+                                     "or download")
     rep = sub.add_parser("reproduce", help="run the notebooks in order and collect tables and figures")
     rep.add_argument("--profile", choices=profiles, default=None,
                      help="default: $KD_PROFILE, else paper with a GPU, else kaggle-cpu where the Kaggle images are "
@@ -562,6 +594,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--resamples", type=_count(1), default=2000, help="bootstrap resamples (default 2000)")
     ev.add_argument("--seed", type=_count(0), default=0, help="bootstrap seed (default 0)")
     ev.add_argument("--json", action="store_true", help="one JSON document on stdout (metrics, images used, skipped)")
+    cut = sub.add_parser("shortcuts", help="calls that flip under lesion-preserving transforms (frame, corners, "
+                                           "zoom, exposure, colour) of a labelled folder's images")
+    cut.add_argument("model", metavar="MODEL", help=".keras or .tflite file")
+    cut.add_argument("folder", metavar="FOLDER", help="as for evaluate")
+    cut.add_argument("--split", choices=["train", "test"], default=None, help="as for evaluate")
+    cut.add_argument("--limit", type=_count(2), default=None, help="at most this many images, drawn at random")
+    cut.add_argument("--seed", type=_count(0), default=0, help="seed of that draw (default 0)")
+    cut.add_argument("--json", action="store_true", help="one JSON document on stdout")
     bench = sub.add_parser("benchmark", help="size, FLOPs, latency, throughput and training-side timings on this machine")
     bench.add_argument("--out", default=None, help="folder for benchmark.md/.csv/.png (default: results/benchmark)")
     bench.add_argument("--runs", type=_count(1), default=None, help="timed batch-1 calls per model (default 50)")
@@ -620,6 +660,8 @@ def _run(args) -> int:
         return export(args.model, args.quantize, args.profile, args.out, args.calibration)
     if args.command == "predict":
         return predict(args.paths, args.model, args.profile, args.output)
+    if args.command == "shortcuts":
+        return shortcuts(args.model, args.folder, args.split, args.limit, args.seed, args.json)
     if args.command == "evaluate":
         return evaluate(args.model, args.folder, args.split, args.threshold, args.resamples, args.seed, args.json)
     if args.command == "download":

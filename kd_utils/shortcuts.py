@@ -1,0 +1,228 @@
+"""Does a model read the lesion, or the frame around it?
+
+Dermoscopy archives differ in how images are taken: the black circle of the
+dermoscope's field, dark corners, exposure, colour. When one class was taken
+more often one way (in the Kaggle set, dark corners are far more common among
+the malignant images), a model can learn the way rather than the lesion, and
+then fails on another clinic's images. This module scores a model on
+lesion-preserving transforms of the same images - a fixed battery
+(:data:`BATTERY`) that changes the frame, the exposure or the colour and
+leaves the lesion as it is - and reports, per transform, the accuracy, the
+share of images called malignant, and the share of calls that **flip**
+against the untransformed image.
+
+What it is evidence of: a high flip rate under a transform means the model's
+decision depends on what that transform changes. What it is not: a low flip
+rate does not show that a model reads the lesion (it may use other cues the
+battery leaves alone), and the transforms are applied at the model's input
+size, so a frame or a vignette is as coarse as the model's pixels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+
+def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR))
+
+
+def _shrunk(image: np.ndarray, scale: float) -> tuple[np.ndarray, int, int]:
+    """The image scaled by ``scale`` and where its top-left corner goes to stay centred."""
+    h, w = image.shape[:2]
+    sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
+    return _resize(image, sw, sh), (h - sh) // 2, (w - sw) // 2
+
+
+def black_frame(image: np.ndarray, scale: float) -> np.ndarray:
+    """The image shrunk to ``scale`` of its size, centred on black: a frame."""
+    small, top, left = _shrunk(image, scale)
+    out = np.zeros_like(image)
+    out[top : top + small.shape[0], left : left + small.shape[1]] = small
+    return out
+
+
+def zoom_out(image: np.ndarray, scale: float = 0.8) -> np.ndarray:
+    """The image shrunk to ``scale`` and its border filled by mirroring it: a
+    wider view without a frame."""
+    small, top, left = _shrunk(image, scale)
+    h, w = image.shape[:2]
+    pads = ((top, h - small.shape[0] - top), (left, w - small.shape[1] - left), (0, 0))
+    return np.pad(small, pads, mode="symmetric")
+
+
+def zoom_in(image: np.ndarray, scale: float = 0.8) -> np.ndarray:
+    """The central ``scale`` of the image, enlarged back to its size."""
+    h, w = image.shape[:2]
+    ch, cw = max(1, round(h * scale)), max(1, round(w * scale))
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return _resize(np.ascontiguousarray(image[top : top + ch, left : left + cw]), w, h)
+
+
+def dark_corners(image: np.ndarray, start: float = 0.7, floor: float = 0.1) -> np.ndarray:
+    """A radial vignette: untouched within ``start`` of the half-diagonal from
+    the centre, darkening linearly to ``floor`` of the brightness at the corners."""
+    h, w = image.shape[:2]
+    y, x = np.mgrid[0:h, 0:w]
+    r = np.hypot((y - (h - 1) / 2) / (h / 2), (x - (w - 1) / 2) / (w / 2)) / np.sqrt(2)
+    factor = np.clip(1 - (r - start) / (1 - start) * (1 - floor), floor, 1.0)
+    return np.clip(image * factor[..., None], 0, 255).astype(np.uint8)
+
+
+def intensity(image: np.ndarray, factor: float) -> np.ndarray:
+    """Every pixel times ``factor`` (clipped to 0-255)."""
+    return np.clip(image.astype(np.float32) * factor, 0, 255).astype(np.uint8)
+
+
+def contrast(image: np.ndarray, factor: float) -> np.ndarray:
+    """Distances from the image's mean brightness times ``factor`` (clipped)."""
+    mean = image.astype(np.float32).mean()
+    return np.clip((image.astype(np.float32) - mean) * factor + mean, 0, 255).astype(np.uint8)
+
+
+#: A warm cast (red up, blue down), as a yellowish light or white balance gives.
+WARM_CAST = (1.12, 1.0, 0.85)
+
+
+def colour_cast(image: np.ndarray, gains=WARM_CAST) -> np.ndarray:
+    """Each channel times its gain (clipped)."""
+    return np.clip(image.astype(np.float32) * np.asarray(gains, np.float32), 0, 255).astype(np.uint8)
+
+
+@dataclasses.dataclass(frozen=True)
+class Transform:
+    name: str
+    what: str
+    apply: Callable[[np.ndarray], np.ndarray]
+
+
+#: The battery, fixed: every report runs all of it, in this order.
+BATTERY = (
+    Transform("frame 90%", "shrunk to 90% inside a black frame", lambda im: black_frame(im, 0.9)),
+    Transform("frame 75%", "shrunk to 75% inside a black frame", lambda im: black_frame(im, 0.75)),
+    Transform("dark corners", "radial vignette, centre untouched, corners at 10%", dark_corners),
+    Transform("zoom in", "central 80% enlarged", zoom_in),
+    Transform("zoom out", "shrunk to 80%, border mirrored (no frame)", zoom_out),
+    Transform("intensity -20%", "every pixel x 0.8", lambda im: intensity(im, 0.8)),
+    Transform("intensity +20%", "every pixel x 1.2", lambda im: intensity(im, 1.2)),
+    Transform("contrast -20%", "distance from the mean x 0.8", lambda im: contrast(im, 0.8)),
+    Transform("contrast +20%", "distance from the mean x 1.2", lambda im: contrast(im, 1.2)),
+    Transform("colour cast", "warm: red x 1.12, blue x 0.85", colour_cast),
+)
+
+
+def report(runner, images: np.ndarray, labels, threshold: float = 0.5, batch_size: int = 64) -> pd.DataFrame:
+    """The battery on ``images`` (uint8, the model's input size) with their
+    ``labels`` (0 benign, 1 malignant), one row per transform after the
+    untransformed ``none``: accuracy, the share called malignant, the share
+    of calls that flip against ``none``, and those flips' direction.
+    ``runner`` predicts logits (:func:`kd_utils.deploy.load_model`)."""
+    from . import evaluation
+
+    labels = np.asarray(labels)
+
+    def calls(batch):
+        p = evaluation.softmax(runner.predict_logits(batch, batch_size=batch_size))[:, 1]
+        return (p >= threshold).astype(int)
+
+    plain = calls(images)
+    rows = {"none": (plain, "the images as they are")}
+    for t in BATTERY:
+        rows[t.name] = (calls(np.stack([t.apply(im) for im in images])), t.what)
+    return pd.DataFrame({
+        "transform": list(rows),
+        "accuracy": [float(np.mean(c == labels)) for c, _ in rows.values()],
+        "called malignant": [float(np.mean(c)) for c, _ in rows.values()],
+        "flipped": [float(np.mean(c != plain)) for c, _ in rows.values()],
+        "to malignant": [float(np.mean((c == 1) & (plain == 0))) for c, _ in rows.values()],
+        "to benign": [float(np.mean((c == 0) & (plain == 1))) for c, _ in rows.values()],
+        "what": [w for _, w in rows.values()],
+    }).set_index("transform")
+
+
+def report_folder(model, folder, *, split: str | None = None, limit: int | None = None, seed: int = 0,
+                  threshold: float = 0.5) -> tuple[pd.DataFrame, dict]:
+    """:func:`report` on a labelled folder (the layouts of
+    :func:`kd_utils.external.labelled_images`), at most ``limit`` images drawn
+    at random (``seed``) with both classes kept; unreadable files skipped.
+    Returns the table and ``{"model", "folder", "images", "skipped"}``."""
+    from . import deploy, external
+
+    paths, labels, _ = external.labelled_images(folder, split)
+    if limit is not None and limit < len(paths):
+        pick = np.sort(np.random.default_rng(seed).choice(len(paths), size=limit, replace=False))
+        paths, labels = [paths[i] for i in pick], labels[pick]
+    runner = deploy._runner(model)
+    images, kept, skipped = [], [], []
+    for path, label in zip(paths, labels):
+        try:
+            images.append(deploy.read_image(path, runner.image_size))
+            kept.append(int(label))
+        except deploy.ImageReadError as err:
+            skipped.append((str(path), str(err)))
+    if not images:
+        from .data import DataError
+
+        raise DataError(f"{folder}: none of the {len(paths)} image file(s) could be read.")
+    table = report(runner, np.stack(images), kept, threshold)
+    info = {"model": str(getattr(runner, "path", None) or getattr(model, "name", "model")), "folder": str(folder),
+            "split": split, "images": len(kept), "image_size": int(runner.image_size), "skipped": skipped}
+    return table, info
+
+
+def report_split(model, manifest, split: str = "val", threshold: float = 0.5) -> pd.DataFrame:
+    """:func:`report` on one split of a manifest (the validation split by
+    default: choices are made there, never on test), each image read as
+    ``predict`` reads it, at the model's own input size."""
+    from . import deploy
+
+    runner = deploy._runner(model)
+    rows = manifest.split(split)
+    images = np.stack([deploy.read_image(p, runner.image_size) for p in rows.path])
+    return report(runner, images, rows.label.to_numpy(), threshold)
+
+
+# --------------------------------------------------------------------------- what a dataset's images carry
+
+#: A corner is dark when its mean grey level (0-255) is below this.
+DARK_CORNER = 60
+#: A frame is black when the mean grey level of the image's outer ring is below this.
+BLACK_FRAME = 30
+
+
+def image_artefacts(path, size: int = 64) -> dict:
+    """Grey-level facts of one image, read at ``size`` px: the mean of its
+    four corner squares (a tenth of the side each), of its outer ring (a
+    twentieth of the side) and of the whole image."""
+    with Image.open(path) as im:
+        im.draft("L", (size, size))  # JPEG: decode small
+        grey = np.asarray(im.convert("L").resize((size, size), Image.Resampling.BILINEAR), np.float32)
+    c, r = max(1, size // 10), max(1, size // 20)
+    corners = np.concatenate([grey[:c, :c].ravel(), grey[:c, -c:].ravel(), grey[-c:, :c].ravel(),
+                              grey[-c:, -c:].ravel()])
+    ring = np.concatenate([grey[:r].ravel(), grey[-r:].ravel(), grey[r:-r, :r].ravel(), grey[r:-r, -r:].ravel()])
+    return {"corner_mean": float(corners.mean()), "ring_mean": float(ring.mean()), "brightness": float(grey.mean())}
+
+
+def artefacts(frame: pd.DataFrame, size: int = 64) -> pd.DataFrame:
+    """Per class (and split, when ``frame`` has one): the share of images
+    with dark corners (corner mean < :data:`DARK_CORNER`), with a black frame
+    (ring mean < :data:`BLACK_FRAME`), and the mean brightness. ``frame``
+    needs ``path`` and ``label`` (a manifest's frame); the per-image values
+    are :func:`image_artefacts`'s."""
+    from .data import CLASS_NAMES
+
+    values = pd.DataFrame([image_artefacts(p, size) for p in frame.path], index=frame.index)
+    table = frame[[c for c in ("split", "label") if c in frame]].join(values)
+    table["dark corners"] = table.corner_mean < DARK_CORNER
+    table["black frame"] = table.ring_mean < BLACK_FRAME
+    table["class"] = [CLASS_NAMES[int(y)] for y in table.label]
+    keys = [k for k in ("split", "class") if k in table]
+    out = table.groupby(keys, sort=False).agg(images=("label", "size"), dark_corners=("dark corners", "mean"),
+                                             black_frame=("black frame", "mean"), brightness=("brightness", "mean"))
+    return out.rename(columns={"dark_corners": "dark corners", "black_frame": "black frame"})

@@ -1,0 +1,125 @@
+"""The shortcut battery: each transform does what it says to the pixels, and
+a model that learnt a frame flips under the frame transform where one that
+learnt the lesion's colour does not."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from kd_utils import deploy, shortcuts
+from kd_utils.__main__ import main
+
+SIZE = 32
+
+
+def smooth(rng, tint):
+    """A smooth random texture with a colour ``tint`` (r, g, b gains)."""
+    small = rng.integers(60, 200, size=(4, 4, 3)).astype(np.float32) * np.asarray(tint, np.float32)
+    big = Image.fromarray(np.clip(small, 0, 255).astype(np.uint8)).resize((SIZE, SIZE), Image.Resampling.BICUBIC)
+    return np.asarray(big)
+
+
+def test_each_transform_changes_what_it_names_and_keeps_the_shape():
+    image = np.full((SIZE, SIZE, 3), 150, np.uint8)
+    for t in shortcuts.BATTERY:
+        out = t.apply(image)
+        assert out.shape == image.shape and out.dtype == np.uint8, t.name
+    framed = shortcuts.black_frame(image, 0.75)
+    assert framed[0].max() == 0 and framed[:, 0].max() == 0 and (framed[12:20, 12:20] == 150).all()
+    assert (shortcuts.black_frame(image, 0.9)[5:27, 5:27] == 150).all()
+    dark = shortcuts.dark_corners(image)
+    assert dark[0, 0, 0] < 0.25 * 150 and (dark[14:18, 14:18] == 150).all()  # the corner pixel: r = 0.97
+    assert (shortcuts.zoom_out(image) == 150).all()  # a mirrored border: no frame
+    assert (shortcuts.intensity(image, 1.2) == 180).all() and (shortcuts.intensity(image, 2.0) == 255).all()
+    ramp = np.tile(np.linspace(50, 250, SIZE, dtype=np.uint8)[None, :, None], (SIZE, 1, 3))
+    assert shortcuts.contrast(ramp, 1.2).astype(int).std() > ramp.std() > shortcuts.contrast(ramp, 0.8).std()
+    cast = shortcuts.colour_cast(image).reshape(-1, 3).mean(axis=0)
+    assert cast[0] > 150 and cast[1] == 150 and cast[2] < 150
+    centre = np.zeros((SIZE, SIZE, 3), np.uint8)
+    centre[12:20, 12:20] = 255
+    assert shortcuts.zoom_in(centre).astype(bool).sum() > centre.astype(bool).sum()  # the centre grows
+
+
+def _trained(images, labels, seed=0):
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((SIZE, SIZE, 3)), keras.layers.Rescaling(1 / 255.0),
+                              keras.layers.Conv2D(8, 3, activation="relu"),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)])
+    model.compile(optimizer=keras.optimizers.Adam(0.02),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    model.fit(images.astype(np.float32), labels, epochs=30, batch_size=32, verbose=0)
+    return deploy.KerasRunner(model)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 100)
+    rng.shuffle(labels)
+    neutral = np.stack([smooth(rng, (1, 1, 1)) for _ in labels])
+    framed = np.stack([shortcuts.black_frame(im, 0.75) if y else im for im, y in zip(neutral, labels)])
+    tinted = np.stack([smooth(rng, (1.3, 0.8, 0.6) if y else (0.6, 0.8, 1.3)) for y in labels])
+    return labels, framed, tinted
+
+
+def test_a_model_that_learnt_the_frame_flips_under_it(data):
+    labels, framed, _ = data
+    runner = _trained(framed, labels)
+    table = shortcuts.report(runner, framed, labels)
+    assert table.loc["none", "accuracy"] > 0.9
+    # every benign image gets the frame that marked malignant ones: about half the calls flip, all to malignant
+    assert table.loc["frame 75%", "flipped"] > 0.35
+    assert table.loc["frame 75%", "to malignant"] == pytest.approx(table.loc["frame 75%", "flipped"])
+    assert table.loc["frame 75%", "called malignant"] > 0.85
+    assert list(table.index) == ["none", *(t.name for t in shortcuts.BATTERY)]
+
+
+def test_a_model_that_learnt_the_lesion_does_not(data):
+    labels, _, tinted = data
+    runner = _trained(tinted, labels)
+    table = shortcuts.report(runner, tinted, labels)
+    assert table.loc["none", "accuracy"] > 0.95
+    assert table.loc["frame 75%", "flipped"] < 0.05 and table.loc["frame 90%", "flipped"] < 0.05
+    assert table.loc["none", "flipped"] == 0.0
+
+
+def test_the_command_reports_a_folder_as_json(data, tmp_path, capsys):
+    labels, _, tinted = data
+    runner = _trained(tinted, labels)
+    path = tmp_path / "tinted.keras"
+    runner.model.save(path)
+    for i, (im, y) in enumerate(zip(tinted[:40], labels[:40])):
+        where = tmp_path / "clinic" / ("malignant" if y else "benign")
+        where.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(im).save(where / f"{i}.png")
+    assert main(["shortcuts", str(path), str(tmp_path / "clinic"), "--json", "--limit", "30"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["images"] == 30 and doc["image_size"] == SIZE
+    names = [row["transform"] for row in doc["transforms"]]
+    assert names == ["none", *(t.name for t in shortcuts.BATTERY)]
+    assert main(["shortcuts", str(path), str(tmp_path / "nowhere")]) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_artefacts_by_class_count_dark_corners_frames_and_brightness(tmp_path):
+    import pandas as pd
+
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(8):
+        image = smooth(rng, (1, 1, 1))
+        label = i % 2
+        if label:  # every malignant image: dark corners; half of them also a black frame
+            image = shortcuts.black_frame(image, 0.8) if i % 4 == 1 else shortcuts.dark_corners(image, 0.5, 0.05)
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(image).save(path)
+        rows.append({"path": str(path), "label": label, "split": "train"})
+    table = shortcuts.artefacts(pd.DataFrame(rows), size=32)
+    assert table.loc[("train", "malignant"), "dark corners"] == 1.0
+    assert table.loc[("train", "malignant"), "black frame"] == 0.5
+    assert table.loc[("train", "benign"), "dark corners"] == 0.0 and table.loc[("train", "benign"), "black frame"] == 0.0
+    assert table.loc[("train", "benign"), "brightness"] > table.loc[("train", "malignant"), "brightness"]
+    assert table["images"].tolist() == [4, 4]
