@@ -252,6 +252,17 @@ FLOPS_AT_224 = {
 _FLOPS: dict[tuple[str, int], float] = {(name, 224): float(n) for name, n in FLOPS_AT_224.items()}
 
 
+def input_size(profile: config.Profile, model: str) -> int:
+    """The image size ``model`` trains at in ``profile``: the teacher's own
+    (:attr:`~kd_utils.config.Profile.teacher_size`) or the students'."""
+    return profile.teacher_size if model == TEACHER else profile.image_size
+
+
+def flops_per_image(profile: config.Profile, names) -> dict[str, float]:
+    """:func:`model_flops` of each model at the size it trains at in ``profile``."""
+    return {name: model_flops([name], input_size(profile, name))[name] for name in names}
+
+
 def time_step(model: str, profile: config.Profile, batch_size: int, steps: int = 3, warmup: int = 1) -> float:
     """Median seconds of one training step of ``model`` on random images, after ``warmup`` steps.
 
@@ -265,9 +276,9 @@ def time_step(model: str, profile: config.Profile, batch_size: int, steps: int =
     accel = pipeline.accelerator_options(profile)
     keras.backend.clear_session(free_memory=True)
     with pipeline._build_scope(None, accel.get("mixed_precision", False)):
-        net = _build(model, profile.image_size)
+        net = _build(model, input_size(profile, model))
         pipeline._classifier_compile(net, 1e-3, **accel)
-    return steptime.time_train_steps(net, batch_size, profile.image_size, steps, warmup)[1]
+    return steptime.time_train_steps(net, batch_size, input_size(profile, model), steps, warmup)[1]
 
 
 # --------------------------------------------------------------------------- the estimate
@@ -312,7 +323,7 @@ def flop_estimate(profile: config.Profile, chosen: dict | None = None, precision
     throughput = T4_THROUGHPUT[precision]
     runs = planned_runs(profile, chosen)
     sizes, where = split_sizes(profile)
-    flops = model_flops(sorted({r.model for r in runs}), profile.image_size)
+    flops = flops_per_image(profile, sorted({r.model for r in runs}))
     per_run = [_run_seconds(r, sizes, TRAIN_STEP_FACTOR * flops[r.model] / throughput, flops[r.model] / throughput)
                for r in runs]
     method = (f"FLOP estimate: forward FLOPs per image x images processed (a training image counts "
@@ -340,7 +351,7 @@ def estimate(profile: config.Profile, steps: int = 3, warmup: int = 1, chosen: d
     runs = planned_runs(profile, chosen)
     sizes, where = split_sizes(profile)
     names = list(dict.fromkeys(r.model for r in runs))
-    flops = model_flops(names, profile.image_size)
+    flops = flops_per_image(profile, names)
     timed = names if time_all else [m for m in names if m in CPU_TIMED]
     batch = profile.batch_size if gpu else min(profile.batch_size, CPU_TIMING_BATCH)
     models_: dict[str, dict] = {}
@@ -386,7 +397,7 @@ def from_step_times(profile: config.Profile, step_times: dict, chosen: dict | No
     missing = [m for m in names if precision not in measured.get(m, {})]
     if missing:
         raise ValueError(f"no {precision} step time for {', '.join(missing)} in the measurement")
-    flops = model_flops(names, profile.image_size)
+    flops = flops_per_image(profile, names)
     models_ = {m: {"gflops_per_image": flops[m] / 1e9, "step_s": float(measured[m][precision]["step_s"]),
                    "timed": True} for m in names}
     per_run = _seconds_from_steps(runs, sizes, models_, profile.batch_size)

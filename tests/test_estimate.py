@@ -280,3 +280,13 @@ def test_steptime_reports_no_peak_memory_without_an_accelerator():
     from kd_utils import steptime
 
     assert steptime.reset_peak_memory() is False and steptime.peak_memory_bytes() is None
+
+
+def test_a_teacher_larger_than_its_students_is_counted_at_its_own_size():
+    profile = config.get_profile("smoke", image_size=32, teacher_image_size=64)
+    flops = estimate.flop_estimate(profile)["models"]
+    teacher = estimate.model_flops([estimate.TEACHER], 64)[estimate.TEACHER]
+    assert flops[estimate.TEACHER]["gflops_per_image"] == pytest.approx(teacher / 1e9)
+    assert flops["DSNet"]["gflops_per_image"] == pytest.approx(estimate.model_flops(["DSNet"], 32)["DSNet"] / 1e9)
+    assert teacher > 3.5 * estimate.model_flops([estimate.TEACHER], 32)[estimate.TEACHER]
+    assert estimate.input_size(profile, estimate.TEACHER) == 64 and estimate.input_size(profile, "DSNet") == 32
