@@ -238,6 +238,23 @@ def check_students(students: list[str] | None) -> None:
                          "with DSNet), e.g. --students MobileNet EfficientNetB0")
 
 
+#: Errors a notebook raises for the user to sort out (data, download, another
+#: process on the run, ImageNet weights unavailable): ``reproduce`` reports
+#: them in one line and exits with 2, as the command line does itself.
+USER_ERRORS = ("DataError", "DownloadError", "RunLockedError", "WeightsUnavailableError", "MissingStepError")
+
+
+def _execute(papermill, book: Path, out: str, **options) -> None:
+    """Run one notebook; a user's error raised inside it becomes one line (exit 2)."""
+    try:
+        papermill.execute_notebook(str(book), out, **options)
+    except papermill.PapermillExecutionError as err:
+        if err.ename in USER_ERRORS:
+            message = " ".join(str(err.evalue).split())
+            raise UsageError(f"{book.name} stopped: {message} (the executed notebook: {out})") from None
+        raise
+
+
 def reproduce(profile_name: str | None, only: list[str] | None = None, seeds: list[int] | None = None,
               mixed_precision: bool = False, jit: bool = False, students: list[str] | None = None,
               shard: str | None = None) -> int:
@@ -273,15 +290,11 @@ def reproduce(profile_name: str | None, only: list[str] | None = None, seeds: li
     for i, book in enumerate(books, 1):
         print(f"[{i}/{len(books)}] {book.name} (profile {profile.name})", flush=True)
         t0 = time.perf_counter()
-        papermill.execute_notebook(
-            str(book),
-            str(out_dir / book.name),
-            parameters={"PROFILE": profile.name, "SEEDS": ",".join(map(str, seeds or ())),
-                        "MIXED_PRECISION": bool(mixed_precision), "JIT": bool(jit),
-                        "STUDENTS": ",".join(students or ())},
-            cwd=str(book.parent),
-            progress_bar=sys.stderr.isatty(),
-        )
+        _execute(papermill, book, str(out_dir / book.name),
+                 parameters={"PROFILE": profile.name, "SEEDS": ",".join(map(str, seeds or ())),
+                             "MIXED_PRECISION": bool(mixed_precision), "JIT": bool(jit),
+                             "STUDENTS": ",".join(students or ())},
+                 cwd=str(book.parent), progress_bar=sys.stderr.isatty())
         print(f"      done in {time.perf_counter() - t0:.0f} s -> {out_dir / book.name}", flush=True)
     print(f"\nAll {len(books)} notebooks ran in {time.perf_counter() - start:.0f} s. Paper vs ours:\n")
     for table in sorted(config.results_dir(profile).glob("table*.md")):

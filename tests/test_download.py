@@ -213,3 +213,18 @@ def test_reproduce_on_a_gpu_without_the_images_stops_in_one_line_when_the_downlo
     out, err = capsys.readouterr()
     assert "Profile paper: a GPU" in out and ran == []
     assert err.count("\n") == 1 and err.startswith("error: Could not download " + download.KAGGLE_HANDLE)
+
+
+def test_a_data_mistake_inside_a_notebook_ends_reproduce_with_one_line(monkeypatch, capsys, tmp_path):
+    """The Kaggle folder holds benign images only: notebook 01 cannot build a
+    manifest, and reproduce says so in one line with exit 2, not a traceback."""
+    folder = config.data_dir() / download.DATASET_FOLDER
+    for split in ("train", "test"):
+        (folder / split / "benign").mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(np.full((64, 64, 3), 40 * i + 20, np.uint8)).save(folder / split / "benign" / f"{i}.png")
+    monkeypatch.setenv("KD_RESULTS", str(tmp_path / "results"))
+    assert cli.main(["reproduce", "--profile", "paper", "--only", "01"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("error: 01_data_preparation.ipynb stopped: Expected class folders benign/ and malignant/")
