@@ -179,6 +179,21 @@ def _check_keras_outputs(model, path=None) -> None:
         raise _refuse_outputs(path or getattr(model, "name", "model"), problem)
 
 
+def ends_in_softmax(model) -> bool:
+    """Whether a Keras model's output is already a probability: its last
+    layer is a ``Softmax`` layer or has the softmax activation. The project's
+    models output logits; a model from elsewhere may not."""
+    import keras
+
+    try:
+        layer = model.layers[-1]
+    except (AttributeError, IndexError):
+        return False
+    activation = getattr(layer, "activation", None)
+    return isinstance(layer, keras.layers.Softmax) or activation is keras.activations.softmax or (
+        isinstance(layer, keras.layers.Activation) and getattr(layer.activation, "__name__", "") == "softmax")
+
+
 def _input_size(model, path=None) -> int:
     shape = tuple(model.input_shape)
     if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 3 or shape[1] is None:
@@ -339,6 +354,9 @@ class KerasRunner:
         self.path = Path(path) if path is not None else None
         _check_keras_outputs(model, self.path)
         self.image_size = _input_size(model, self.path)
+        #: The model gives probabilities, not logits: their logarithms are returned
+        #: as logits (a softmax of them gives the probabilities back).
+        self.probabilities = ends_in_softmax(model)
         spec = tf.TensorSpec((None, self.image_size, self.image_size, 3), tf.float32)
         self._call = tf.function(lambda x: model(x, training=False), input_signature=[spec])  # one trace, any batch
 
@@ -349,7 +367,8 @@ class KerasRunner:
             np.asarray(self._call(batch[i : i + batch_size].astype(np.float32)))
             for i in range(0, len(batch), batch_size)
         ]
-        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 2), np.float32)
+        logits = np.concatenate(out).astype(np.float32) if out else np.zeros((0, 2), np.float32)
+        return np.log(np.clip(logits, 1e-12, 1.0)) if self.probabilities else logits
 
 
 class TFLiteRunner:

@@ -221,3 +221,21 @@ def test_export_command_writes_every_variant_and_compares(trained, tmp_path, cap
 def test_export_command_rejects_a_non_keras_model(trained, capsys):
     assert main(["export", str(trained["tflite"]["none"]), "--quantize", "none"]) == 2
     assert "MODEL must be a .keras file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("ending", ["activation", "layer"])
+def test_a_model_that_ends_in_softmax_gives_its_own_probabilities(trained, image_dir, tmp_path, ending):
+    """Its output is read as probabilities, not squashed by a second softmax."""
+    base = trained["model"]
+    out = keras.layers.Softmax()(base.output) if ending == "layer" else keras.layers.Activation("softmax")(base.output)
+    probabilities = keras.Model(base.input, out)
+    path = tmp_path / "with_softmax.keras"
+    probabilities.save(path)
+    results = deploy.predict_paths([image_dir / "a_good.png", image_dir / "d_large.jpeg"], path)
+    pixels = np.stack([data.load_image(str(image_dir / n), SIZE).numpy() for n in ("a_good.png", "d_large.jpeg")])
+    expected = np.asarray(probabilities(pixels.astype("float32")))[:, 1]
+    assert [r.malignant_probability for r in results] == pytest.approx(expected, abs=1e-5)
+    assert deploy.ends_in_softmax(probabilities) and not deploy.ends_in_softmax(base)
+    dense = keras.Sequential([keras.Input((SIZE, SIZE, 3)), keras.layers.Flatten(),
+                              keras.layers.Dense(2, activation="softmax")])
+    assert deploy.ends_in_softmax(dense)
