@@ -324,8 +324,11 @@ def estimate(profile_name: str | None, flops: bool, steps: int, warmup: int, as_
 
         try:
             measured = json.loads(Path(step_times).read_text())
+            if not isinstance(measured, dict) or not isinstance(measured.get("models", {}), dict):
+                raise ValueError("not a step-time file: expected the JSON object that "
+                                 "`python -m kd_utils.steptime --out FILE` writes (image_size, batch_size, models)")
             result = est.from_step_times(profile, measured)
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, TypeError, KeyError) as err:
             raise UsageError(f"--step-times {step_times}: {err}") from None
     elif flops:
         result = est.flop_estimate(profile)

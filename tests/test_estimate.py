@@ -290,3 +290,12 @@ def test_a_teacher_larger_than_its_students_is_counted_at_its_own_size():
     assert flops["DSNet"]["gflops_per_image"] == pytest.approx(estimate.model_flops(["DSNet"], 32)["DSNet"] / 1e9)
     assert teacher > 3.5 * estimate.model_flops([estimate.TEACHER], 32)[estimate.TEACHER]
     assert estimate.input_size(profile, estimate.TEACHER) == 64 and estimate.input_size(profile, "DSNet") == 32
+
+
+@pytest.mark.parametrize("content", ["[1, 2, 3]", '"steps"', '{"models": [1]}', "{not json", '{"image_size": 75}'])
+def test_a_malformed_step_time_file_is_one_line_and_exit_2(tmp_path, capsys, content):
+    path = tmp_path / "steps.json"
+    path.write_text(content)
+    assert main(["estimate", "--profile", "smoke", "--step-times", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --step-times {path}: ") and err.count("\n") == 1
