@@ -275,8 +275,6 @@ def reproduce(profile_name: str | None, only: list[str] | None = None, seeds: li
     if profile.stand_ins:
         print(f"Dry run of the paper profile on stand-ins ({profile.image_size} px, weights files in {profile.weights}, "
               f"images in {profile.data_root}): it checks the code path, its numbers mean nothing.", flush=True)
-    # TensorFlow's start-up log lines (oneDNN, CUDA probing) would land in every executed notebook's outputs.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from .download import ensure_data
 
     fetched = ensure_data(profile)  # a failed download stops here, in one line, before any notebook
