@@ -486,6 +486,20 @@ def _probability(text: str) -> float:
     return value
 
 
+def _folder_runner(model: str, folder: str, split: str | None):
+    """The runner of a ``.keras`` / ``.tflite`` file for scoring a labelled
+    folder; the path and the folder are checked before TensorFlow is imported
+    (a mistake in either: one line, exit 2)."""
+    from . import deploy, external
+
+    model_path = _check_model_arg(model, "MODEL", deploy.MODEL_SUFFIXES)
+    external.labelled_images(folder, split)  # a DataError (exit 2) before the model is loaded
+    try:
+        return deploy.load_model(model_path)  # TensorFlow from here on
+    except (FileNotFoundError, ValueError) as err:
+        raise UsageError(str(err)) from err
+
+
 def evaluate(model: str, folder: str, split: str | None = None, threshold: float = 0.5, resamples: int = 2000,
              seed: int = 0, as_json: bool = False) -> int:
     """``evaluate``: a model's metrics on a labelled folder (:mod:`kd_utils.external`).
@@ -495,12 +509,7 @@ def evaluate(model: str, folder: str, split: str | None = None, threshold: float
     """
     from . import deploy, external
 
-    model_path = _check_model_arg(model, "MODEL", deploy.MODEL_SUFFIXES)
-    external.labelled_images(folder, split)  # a DataError (exit 2) before the model is loaded
-    try:
-        runner = deploy.load_model(model_path)  # TensorFlow from here on
-    except (FileNotFoundError, ValueError) as err:
-        raise UsageError(str(err)) from err
+    runner = _folder_runner(model, folder, split)
     result = external.evaluate_folder(runner, folder, split=split, threshold=threshold, n_resamples=resamples,
                                       seed=seed)
     for path, why in result.skipped:
@@ -518,15 +527,9 @@ def evaluate(model: str, folder: str, split: str | None = None, threshold: float
 def shortcuts(model: str, folder: str, split: str | None = None, limit: int | None = None, seed: int = 0,
               as_json: bool = False) -> int:
     """``shortcuts``: the lesion-preserving battery on a labelled folder (:mod:`kd_utils.shortcuts`)."""
-    from . import deploy, external
     from . import shortcuts as battery
 
-    model_path = _check_model_arg(model, "MODEL", deploy.MODEL_SUFFIXES)
-    external.labelled_images(folder, split)  # a DataError (exit 2) before the model is loaded
-    try:
-        runner = deploy.load_model(model_path)  # TensorFlow from here on
-    except (FileNotFoundError, ValueError) as err:
-        raise UsageError(str(err)) from err
+    runner = _folder_runner(model, folder, split)
     table, info = battery.report_folder(runner, folder, split=split, limit=limit, seed=seed)
     for path, why in info["skipped"]:
         print(f"skipped: {path}: {why}", file=sys.stderr)
