@@ -75,7 +75,7 @@ def folder_report(manifest: Manifest, bits: int | None = None, examples: int = 6
     shared = table[table.group_size > 1]
     per_group = shared.groupby("group")
     across = per_group.own_folder.agg(lambda s: {"train", "test"} <= set(s))
-    across_ids = across.index[across.values]
+    across_ids = across.index[across.to_numpy(dtype=bool)]  # (an empty result has dtype object)
     test_leaks = shared[shared.group.isin(across_ids) & (shared.own_folder == "test")]
     counts = {
         "images": int(len(table)),

@@ -87,3 +87,12 @@ def test_own_folder_reads_the_layout():
     assert duplicates.own_folder("/d/TEST/benign/a.jpg", "/d") == "test"
     assert duplicates.own_folder("/d/train/malignant/x/a.jpg", "/d") == "train"
     assert duplicates.own_folder("/d/benign/a.jpg", "/d") is None
+
+
+def test_a_dataset_without_copies_reports_zeros(tiny_manifest):
+    """Generated images never repeat: no groups, no examples, no error."""
+    report = duplicates.folder_report(tiny_manifest)
+    assert report["counts"] == {"images": len(tiny_manifest.frame), "groups": 0, "images_in_groups": 0,
+                                "groups_across_folders": 0, "test_images_with_train_copy": 0,
+                                "groups_across_splits": 0, "bits": 4}
+    assert report["examples"].empty
