@@ -189,9 +189,8 @@ def ends_in_softmax(model) -> bool:
         layer = model.layers[-1]
     except (AttributeError, IndexError):
         return False
-    activation = getattr(layer, "activation", None)
-    return isinstance(layer, keras.layers.Softmax) or activation is keras.activations.softmax or (
-        isinstance(layer, keras.layers.Activation) and getattr(layer.activation, "__name__", "") == "softmax")
+    # Dense(..., activation="softmax") and Activation("softmax") both hold keras.activations.softmax.
+    return isinstance(layer, keras.layers.Softmax) or getattr(layer, "activation", None) is keras.activations.softmax
 
 
 def _input_size(model, path=None) -> int:

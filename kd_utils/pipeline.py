@@ -278,6 +278,10 @@ def pretraining_data(profile: config.Profile) -> data.Manifest:
     return manifest
 
 
+#: How a teacher with ``teacher_augment`` sees its training images, in its run's configuration.
+TEACHER_AUGMENT = "dihedral (flips and 90-degree turns), every epoch"
+
+
 def _pretrain_run(profile: config.Profile, manifest_hash: str):
     """``(key, folder, config)`` of the teacher's pretraining run."""
     run_config = {
@@ -292,7 +296,7 @@ def _pretrain_run(profile: config.Profile, manifest_hash: str):
         "learning_rate_schedule": "cosine decay to 0 over the run",
         "bn_momentum": profile.teacher_bn_momentum,
         "seed": profile.seed,
-        **({"augment": "dihedral (flips and 90-degree turns), every epoch"} if profile.teacher_augment else {}),
+        **({"augment": TEACHER_AUGMENT} if profile.teacher_augment else {}),
         **accelerator_options(profile),
         **execution_options(profile),
     }
@@ -319,7 +323,7 @@ def _teacher_run(profile: config.Profile, manifest_hash: str, pretraining_hash: 
     if profile.teacher_bn_momentum is not None:
         run_config["bn_momentum"] = profile.teacher_bn_momentum
     if profile.teacher_augment:
-        run_config["augment"] = "dihedral (flips and 90-degree turns), every epoch"
+        run_config["augment"] = TEACHER_AUGMENT
     if pretrained:
         run_config["pretrained_from"] = _pretrain_run(
             profile, pretraining_hash or pretraining_data(profile).content_hash)[0]
