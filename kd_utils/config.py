@@ -114,8 +114,6 @@ def sample_dir() -> Path:
 PROFILE_NAMES = ("paper", "kaggle-cpu", "cpu", "smoke", "colab")
 #: The profile that runs on the real Kaggle images without a GPU.
 REAL_CPU = "kaggle-cpu"
-#: Data sources of real images (the rest are generated: ``synthetic``).
-REAL_SOURCES = ("folder", "isic", "sample")
 
 #: The six keras.applications students of the paper's Table 2.
 PRETRAINED_STUDENTS = (
@@ -272,11 +270,6 @@ class Profile:
     def teacher_view(self) -> "Profile":
         """This profile as the teacher sees it: ``image_size`` is :attr:`teacher_size`."""
         return self if self.teacher_size == self.image_size else self.replace(image_size=self.teacher_size)
-
-    @property
-    def real_data(self) -> bool:
-        """Whether the profile trains on real images (not generated ones)."""
-        return self.data_source in REAL_SOURCES
 
 
 PROFILES: dict[str, Profile] = {

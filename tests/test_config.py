@@ -179,7 +179,7 @@ def test_auto_on_a_gpu_without_data_is_the_paper_profile_never_generated_images(
     _machine(monkeypatch, gpu=True, reachable=reachable)
     name, why = config.auto_profile()
     assert name == "paper" and "downloaded to" in why
-    assert config.get_profile(name).data_source == "folder" and config.get_profile(name).real_data
+    assert config.get_profile(name).data_source == "folder"
 
 
 def test_auto_without_a_gpu_takes_the_real_images_when_present_or_downloadable(monkeypatch):
@@ -191,13 +191,13 @@ def test_auto_without_a_gpu_takes_the_real_images_when_present_or_downloadable(m
     name, why = config.auto_profile()
     assert name == "kaggle-cpu" and "in " + str(config.data_dir() / "melanoma_cancer_dataset") in why
     profile = config.get_profile(name)
-    assert profile.real_data and profile.weights is None and profile.split == "pooled"
+    assert profile.data_source == "folder" and profile.weights is None and profile.split == "pooled"
 
 
 def test_auto_falls_back_to_generated_images_only_without_gpu_data_or_network(monkeypatch, capsys):
     _machine(monkeypatch, gpu=False, reachable=False)
     name, why = config.auto_profile()
-    assert name == "cpu" and "GENERATED images" in why and not config.get_profile(name).real_data
+    assert name == "cpu" and "GENERATED images" in why and config.get_profile(name).data_source == "synthetic"
     assert config.notebook_profile("auto").name == "cpu"
     assert "profile cpu: no GPU, no real images" in capsys.readouterr().out
     monkeypatch.setenv("KD_PROFILE", "smoke")  # an explicit choice wins over the machine
