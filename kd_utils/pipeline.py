@@ -432,6 +432,7 @@ def _train_or_load(profile, manifest, key, run_dir, run_config, train, teacher=N
         storage.write_json(run_dir / "config.json", {"key": key, "config": run_config, "teacher_key": teacher,
                                                      "manifest_hash": manifest.content_hash})
         model, fit_info, test_ds, *teacher_test = train(lock)
+        lock.check()
         return model, _finish(model, run_dir, key, run_config, manifest, fit_info, test_ds, teacher, *teacher_test)
 
 

@@ -20,11 +20,16 @@ import os
 import socket
 import sys
 import time
+import uuid
 from pathlib import Path
 
 #: A lock held by a process on another machine is taken over when it has not
 #: been refreshed for this long (training refreshes it after every epoch).
 STALE_AFTER_SECONDS = 2 * 3600
+
+#: A lock file that cannot be read (not written by :class:`RunLock`, which links complete
+#: files) counts as stale only when older than this.
+UNREADABLE_GRACE_SECONDS = 30
 
 
 def notice(message: str) -> None:
@@ -89,7 +94,7 @@ def read_json(path):
 
 
 class RunLockedError(RuntimeError):
-    """Another live process writes this run folder."""
+    """Another live process writes this run folder (or took it over from this one)."""
 
 
 def _alive(pid: int) -> bool:
@@ -105,72 +110,159 @@ def _alive(pid: int) -> bool:
 class RunLock:
     """``with RunLock(run_dir):`` - this process is the only writer of ``run_dir``.
 
-    A second process stops at once with :class:`RunLockedError` naming the
-    owner. A lock left by a dead process is taken over: on the same host when
-    its pid no longer runs, from another host when it was not refreshed
-    (:meth:`refresh`) for ``stale_after`` seconds. The same process may enter
-    again (a notebook rerunning a cell).
+    The lock file (``lock.json``: pid, host, start time and a random token)
+    is written whole to a temporary file and hard-linked into place, which
+    fails when a lock is there: two processes can never both create it, and
+    nobody ever sees it half written. A second process stops at once with
+    :class:`RunLockedError` naming the owner. A lock left by a dead process
+    is taken over: on the same host when its pid no longer runs, from another
+    host when it was not refreshed (:meth:`refresh`) for ``stale_after``
+    seconds; a lock that cannot be read counts as stale only when it is older
+    than ``grace`` seconds (where a file system has no hard links the lock is
+    created exclusively and then written, so it is briefly empty). To take
+    over, a process creates a marker named after the stale lock's content
+    (``.lock.stale-<hash>``, exclusively: exactly one process can), checks
+    that the lock is still that one, removes it and links its own, which can
+    still lose to a process that found the folder free.
+    The owner calls :meth:`check` after every epoch: when the lock no longer
+    names it (deleted or taken over), it stops with :class:`RunLockedError`
+    before writing anything. The same process may enter again (a notebook
+    rerunning a cell).
     """
 
     FILE = "lock.json"
 
-    def __init__(self, run_dir, stale_after: float = STALE_AFTER_SECONDS):
+    def __init__(self, run_dir, stale_after: float = STALE_AFTER_SECONDS, grace: float = UNREADABLE_GRACE_SECONDS):
         self.path = Path(run_dir) / self.FILE
         self.stale_after = stale_after
+        self.grace = grace
         self.me = {"pid": os.getpid(), "host": socket.gethostname()}
+        self._token = None
         self._owned = False
 
-    def _owner(self):
-        return read_json(self.path)
+    def _read(self) -> tuple[bytes | None, dict | None]:
+        """The lock's bytes and its JSON (None when absent; JSON None when unreadable)."""
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return None, None
+        except OSError:
+            return b"", None
+        try:
+            owner = json.loads(raw)
+        except ValueError:
+            owner = None
+        return raw, owner if isinstance(owner, dict) and "pid" in owner else None
+
+    def _age(self) -> float:
+        try:
+            return time.time() - self.path.stat().st_mtime
+        except FileNotFoundError:
+            return float("inf")
 
     def _stale(self, owner) -> bool:
-        if not isinstance(owner, dict) or "pid" not in owner:
-            return True  # cut short by a kill while it was written
+        if owner is None:  # unreadable: not written by this class (we link complete files); give it time
+            return self._age() > self.grace
         if owner.get("host") == self.me["host"]:
-            return not _alive(int(owner["pid"]))
-        try:
-            age = time.time() - self.path.stat().st_mtime
-        except FileNotFoundError:
-            return True
-        return age > self.stale_after
+            try:
+                return not _alive(int(owner["pid"]))
+            except (TypeError, ValueError):
+                return self._age() > self.grace
+        return self._age() > self.stale_after
 
     def _mine(self, owner) -> bool:
-        return isinstance(owner, dict) and owner.get("pid") == self.me["pid"] and owner.get("host") == self.me["host"]
+        return (isinstance(owner, dict) and owner.get("pid") == self.me["pid"]
+                and owner.get("host") == self.me["host"]
+                and (self._token is None or owner.get("token") == self._token))
 
-    def acquire(self) -> "RunLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(3):
+    def _link_mine(self) -> bool:
+        """Create the lock, complete, where none is; False when one is there."""
+        token = uuid.uuid4().hex
+        content = json.dumps({**self.me, "since": time.time(), "token": token})
+        tmp = self.path.with_name(f".lock.tmp-{os.getpid()}-{token[:8]}")
+        tmp.write_text(content)
+        try:
+            os.link(tmp, self.path)
+        except FileExistsError:
+            return False
+        except OSError:  # a file system without hard links: create it exclusively, then write
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:
-                owner = self._owner()
-                if self._mine(owner):
-                    return self  # held by an outer ``with`` of this process, which releases it
-                if not self._stale(owner):
-                    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(owner.get("since", 0)))
-                    raise RunLockedError(
-                        f"{self.path.parent} is being written by pid {owner['pid']} on host {owner.get('host')} "
-                        f"(since {since}): let it finish, or stop it; if that process is gone, delete {self.path}."
-                    ) from None
+                return False
+            with os.fdopen(fd, "w") as f:  # unreadable meanwhile: others wait for `grace` seconds
+                f.write(content)
+        finally:
+            tmp.unlink(missing_ok=True)
+        self._token = token
+        return True
+
+    def _take_over(self, raw: bytes) -> bool:
+        """Remove the stale lock whose bytes are ``raw`` if this process wins the right to (True)."""
+        marker = self.path.with_name(f".lock.stale-{hashlib.sha256(raw).hexdigest()[:16]}")
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))  # exactly one process creates it
+        except FileExistsError:
+            with contextlib.suppress(OSError):  # left by a process killed while taking over
+                if time.time() - marker.stat().st_mtime > self.grace:
+                    marker.unlink()
+            return False
+        try:
+            if self._read()[0] != raw:  # released or taken over meanwhile: not the stale lock any more
+                return False
+            self.path.unlink(missing_ok=True)  # only the marker's creator removes this lock
+            return True
+        finally:
+            marker.unlink(missing_ok=True)
+
+    def acquire(self) -> "RunLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self._link_mine():
+                self._owned = True
+                return self
+            raw, owner = self._read()
+            if raw is None:
+                continue  # released meanwhile: try again
+            if owner is not None and owner.get("pid") == self.me["pid"] and owner.get("host") == self.me["host"]:
+                self._token = owner.get("token")  # an outer ``with`` of this process holds it and releases it
+                return self
+            if not self._stale(owner):
+                if owner is None:
+                    raise RunLockedError(f"{self.path} cannot be read and is younger than {self.grace:.0f} s: "
+                                         "another process may be writing the run; try again, or delete it.")
+                since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(owner.get("since", 0)))
+                raise RunLockedError(
+                    f"{self.path.parent} is being written by pid {owner['pid']} on host {owner.get('host')} "
+                    f"(since {since}): let it finish, or stop it; if that process is gone, delete {self.path}."
+                )
+            if self._take_over(raw):
                 notice(f"taking over the stale lock of {self.path.parent.name} "
-                       f"(pid {owner.get('pid') if isinstance(owner, dict) else '?'} is gone)")
-                self.path.unlink(missing_ok=True)
-                continue
-            with os.fdopen(fd, "w") as f:
-                json.dump({**self.me, "since": time.time()}, f)
-            self._owned = True
-            return self
-        raise RunLockedError(f"Could not take the lock {self.path}: another process keeps taking it.")
+                       f"({'pid ' + str(owner.get('pid')) + ' is gone' if owner else 'it could not be read'})")
+            else:
+                time.sleep(0.01)  # another process is taking it over: look again
+        raise RunLockedError(f"Could not take the lock {self.path} within 10 s: other processes keep taking it.")
+
+    def check(self) -> None:
+        """Stop (:class:`RunLockedError`) when the lock no longer names this process."""
+        raw, owner = self._read()
+        if not self._mine(owner):
+            who = f"pid {owner['pid']} on host {owner.get('host')}" if owner else "nobody (it was deleted)"
+            raise RunLockedError(f"{self.path} now names {who}, not this process: it stopped writing "
+                                 f"{self.path.parent.name} so that only one process does.")
 
     def refresh(self) -> None:
-        """Show other machines that the owner is alive (touch the lock file)."""
+        """Show other machines that the owner is alive (touch the lock file): after :meth:`check`."""
+        self.check()
         with contextlib.suppress(OSError):
             os.utime(self.path)
 
     def release(self) -> None:
-        if self._owned and self._mine(self._owner()):
+        if self._owned and self._mine(self._read()[1]):
             self.path.unlink(missing_ok=True)
         self._owned = False
+        self._token = None
 
     def __enter__(self):
         return self.acquire()

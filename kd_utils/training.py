@@ -143,11 +143,26 @@ def _restore_state(model, path: Path) -> None:
             v.assign(saved[f"o{i}"])
 
 
+def _verified(state_dir: Path, progress: dict, name: str | None) -> None:
+    """Raise ValueError unless ``name`` in ``state_dir`` is there with the checksum saved for it."""
+    if name is None:
+        return
+    path = state_dir / name
+    if not path.is_file():
+        raise ValueError(f"{name} is missing")
+    if storage.sha256_file(path) != progress["sha256"].get(name):
+        raise ValueError(f"{name} does not match its checksum (changed or cut short)")
+
+
 def _load_progress(model, run_dir: Path, epochs: int, batching: dict | None = None) -> dict:
     """The progress of an interrupted run, with its state restored into ``model``;
-    a fresh progress when there is none or it cannot be used."""
+    a fresh progress when there is none or it cannot be used.
+
+    Nothing is used unverified: every state file must match the checksum that
+    ``progress.json`` recorded when it was written, and any failure to restore
+    (whatever the exception) is one line and a fresh start, never a traceback."""
     fresh = {"history": [], "best_epoch": None, "best_value": None, "best_file": None, "state_file": None,
-             "batching": batching}
+             "sha256": {}, "batching": batching}
     state_dir = run_dir / STATE_DIR
     if not state_dir.is_dir():
         return fresh
@@ -156,18 +171,22 @@ def _load_progress(model, run_dir: Path, epochs: int, batching: dict | None = No
     try:
         if not isinstance(progress, dict):
             raise ValueError("progress.json is missing or damaged")
+        if not isinstance(progress.get("sha256"), dict):
+            raise ValueError("progress.json holds no checksums (written by an older version)")
         if not progress["history"] or len(progress["history"]) > epochs:
             raise ValueError(f"it holds {len(progress['history'])} epochs of {epochs}")
-        if not (state_dir / progress["best_file"]).is_file():
-            raise ValueError(f"{progress['best_file']} is missing")
         if progress.get("batching") != batching:
             raise ValueError(f"it was trained with micro-batches {progress.get('batching')}, not {batching}")
+        _verified(state_dir, progress, progress["best_file"])
+        _verified(state_dir, progress, progress["state_file"])
+        keras.saving.load_model(state_dir / progress["best_file"], compile=False)  # loads, not just exists
         if progress["state_file"] is not None:
             _restore_state(model, state_dir / progress["state_file"])
         elif len(progress["history"]) < epochs:
             raise ValueError(f"it holds no state to resume epoch {len(progress['history']) + 1} from")
-    except (ValueError, KeyError, TypeError, OSError) as err:
-        storage.notice(f"the saved state in {state_dir} cannot be used ({err}); the run starts again.")
+    except Exception as err:  # noqa: BLE001 - whatever went wrong, the state is not used
+        storage.notice(f"the saved state in {state_dir} cannot be used ({type(err).__name__}: {err}); "
+                       "the run starts again from its first epoch.")
         shutil.rmtree(state_dir, ignore_errors=True)
         return fresh
     storage.notice(f"resuming {run_dir.name} after epoch {len(progress['history'])} of {epochs}.")
@@ -247,6 +266,8 @@ def fit(model: keras.Model, train_ds, val_ds, epochs: int, run_dir, *, seed: int
         logs["epoch_seconds"] = time.perf_counter() - start
         if MONITOR not in logs:
             raise _missing_monitor(logs)
+        if lock is not None:
+            lock.refresh()  # still the owner (else RunLockedError, before anything of this epoch is written)
         progress["history"].append(logs)
         if progress["best_value"] is None or logs[MONITOR] > progress["best_value"]:
             best_file = f"best-e{epoch + 1}.keras"
@@ -254,13 +275,13 @@ def fit(model: keras.Model, train_ds, val_ds, epochs: int, run_dir, *, seed: int
             progress.update(best_epoch=epoch + 1, best_value=logs[MONITOR], best_file=best_file)
         # After the last epoch nothing is left to train: a resume needs the best epoch's file only.
         progress["state_file"] = _save_state(model, state_dir, epoch + 1) if epoch + 1 < epochs else None
+        progress["sha256"] = {name: progress["sha256"].get(name) or storage.sha256_file(state_dir / name)
+                              for name in (progress["best_file"], progress["state_file"]) if name}
         storage.write_json(state_dir / PROGRESS_FILE, progress)  # the epoch counts from here on
         for old in state_dir.glob("*-*"):
             if old.name not in (progress["state_file"], progress["best_file"]) and not old.name.startswith("."):
                 old.unlink(missing_ok=True)
         _write_history_csv(run_dir / "history.csv", progress["history"])
-        if lock is not None:
-            lock.refresh()
         if verbose:
             shown = "  ".join(f"{k} {v:.4f}" for k, v in logs.items() if k != "epoch_seconds")
             print(f"epoch {epoch + 1}/{epochs}  {shown}  {logs['epoch_seconds']:.1f}s", flush=True)

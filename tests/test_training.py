@@ -163,6 +163,73 @@ def test_a_kill_during_a_save_loses_at_most_that_epoch(tmp_path, monkeypatch, du
         np.testing.assert_array_equal(a, b)
 
 
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize("damage", ["truncated state npz", "truncated best-epoch model", "garbage progress file",
+                                    "state npz rewritten whole"])
+def test_damaged_saved_state_is_never_used_and_the_run_starts_again(tmp_path, capsys, damage):
+    """Cut after epoch 2 of 4, one state file damaged: one line, then a fresh run
+    that ends exactly as an uninterrupted one - never a traceback, on any rerun."""
+    expected = training.fit(small_classifier(0), shuffled_epochs(), separable_data(seed=1), 4, tmp_path / "whole",
+                            seed=3, verbose=0)
+    run = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="disconnected"):
+        training.fit(small_classifier(0), shuffled_epochs(), separable_data(seed=1), 4, run, seed=3, verbose=0,
+                     callbacks=[Crash(2)])
+    state = run / "state"
+    progress = json.loads((state / "progress.json").read_text())
+    assert sorted(progress["sha256"]) == sorted([progress["best_file"], "state-2.npz"])
+    if damage == "truncated state npz":
+        _truncate(state / "state-2.npz")
+    elif damage == "truncated best-epoch model":
+        _truncate(state / progress["best_file"])
+    elif damage == "garbage progress file":
+        (state / "progress.json").write_bytes(b"\x00\xff{]garbage")
+    else:  # a valid npz of other numbers: only the checksum can tell
+        with np.load(state / "state-2.npz") as saved:
+            arrays = {k: saved[k] + 1 for k in saved.files}
+        np.savez(state / "state-2.npz", **arrays)
+    capsys.readouterr()
+    model = small_classifier(0)
+    info = training.fit(model, shuffled_epochs(), separable_data(seed=1), 4, run, seed=3, verbose=0)
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "cannot be used" in notes[0] and "starts again from its first epoch" in notes[0]
+    assert info["history"] == expected["history"] and info["best_epoch"] == expected["best_epoch"]
+
+
+def test_a_state_checksum_mismatch_names_the_file(tmp_path, capsys):
+    with pytest.raises(RuntimeError):
+        training.fit(small_classifier(0), shuffled_epochs(), separable_data(seed=1), 3, tmp_path, verbose=0,
+                     callbacks=[Crash(1)])
+    _truncate(tmp_path / "state" / "state-1.npz")
+    training.fit(small_classifier(0), shuffled_epochs(), separable_data(seed=1), 3, tmp_path, verbose=0)
+    assert "state-1.npz does not match its checksum" in capsys.readouterr().out
+
+
+class DeleteLock(keras.callbacks.Callback):
+    """Another process (or a person) deletes the run's lock during epoch ``at``."""
+
+    def __init__(self, path, at):
+        super().__init__()
+        self.path, self.at = path, at
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.at:
+            self.path.unlink()
+
+
+def test_training_stops_before_saving_an_epoch_when_its_lock_is_lost(tmp_path):
+    lock = storage.RunLock(tmp_path).acquire()
+    with pytest.raises(storage.RunLockedError, match="nobody"):
+        training.fit(small_classifier(0), shuffled_epochs(), separable_data(seed=1), 4, tmp_path, verbose=0,
+                     lock=lock, callbacks=[DeleteLock(lock.path, 1)])
+    progress = json.loads((tmp_path / "state" / "progress.json").read_text())
+    assert len(progress["history"]) == 1  # epoch 2 finished after the lock was gone: nothing of it was written
+    assert (tmp_path / "history.csv").read_text().count("\n") == 2
+
+
 def test_a_finished_but_unrecorded_run_is_not_trained_twice(tmp_path):
     model = small_classifier()
     first = training.fit(model, separable_data(), separable_data(seed=1), 3, tmp_path, verbose=0)
