@@ -74,6 +74,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -408,22 +409,45 @@ def export(model_arg: str, quantizations: list[str], profile_name: str | None, o
     elif "int8" in wanted:
         representative = deploy.representative_images(manifest, reference.image_size, n=200, seed=profile.seed)
         print(f"int8 calibration: {len(representative)} images of the {profile.name} training split")
-    for quantize, target in targets.items():
-        t0 = time.perf_counter()
-        deploy.export_tflite(reference.model, target, quantize, representative)
-        print(f"wrote {target} ({quantize}, {target.stat().st_size / 1e6:.2f} MB) in {time.perf_counter() - t0:.1f} s")
-    print(f"Keras model {keras_path}: {keras_path.stat().st_size / 1e6:.2f} MB")
     from .model_card import write_for_export  # MODEL_CARD.md next to the exported files
-    if manifest is None:
-        print(f"wrote {write_for_export(reference.model, keras_path, targets.values(), profile)}")
-        return EXIT_OK
-    table = deploy.compare_on_split(reference, list(targets.values()), manifest, "test")
-    table["size_mb"] = table.size_bytes / 1e6
-    columns = ["model", "format", "size_mb", "accuracy", "auc_malignant", "accuracy_loss", "agreement", "max_prob_diff"]
-    print(f"\nTest split of profile {profile.name} ({table.n.iloc[0]} images); "
-          "accuracy_loss = Keras accuracy minus this model's:")
-    print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    print(f"wrote {write_for_export(reference.model, keras_path, targets.values(), profile, manifest, table)}")
+    from .storage import read_json
+    from .training import RECORD_FILE, damaged
+
+    record = read_json(keras_path.parent / RECORD_FILE)
+    bad = damaged(keras_path.parent, record) if isinstance(record, dict) else []
+    if bad:
+        raise UsageError(f"{keras_path.parent / bad[0]} does not match the checksum in its {RECORD_FILE} (damaged): "
+                         "loading the run again (the notebook that trained it) rebuilds it; nothing was exported")
+    # Everything is written to a hidden folder beside the targets and moved into place at the
+    # end: an error (or Ctrl-C) on the way leaves none of this export's files behind.
+    out_dir = next(iter(targets.values())).parent
+    staging = out_dir / f".export.tmp-{os.getpid()}"
+    staging.mkdir(parents=True, exist_ok=True)
+    try:
+        staged = {q: staging / t.name for q, t in targets.items()}
+        for quantize, target in staged.items():
+            t0 = time.perf_counter()
+            deploy.export_tflite(reference.model, target, quantize, representative)
+            print(f"wrote {targets[quantize]} ({quantize}, {target.stat().st_size / 1e6:.2f} MB) "
+                  f"in {time.perf_counter() - t0:.1f} s")
+        print(f"Keras model {keras_path}: {keras_path.stat().st_size / 1e6:.2f} MB")
+        if manifest is None:
+            card = write_for_export(reference.model, keras_path, staged.values(), profile)
+        else:
+            table = deploy.compare_on_split(reference, list(staged.values()), manifest, "test")
+            table["size_mb"] = table.size_bytes / 1e6
+            columns = ["model", "format", "size_mb", "accuracy", "auc_malignant", "accuracy_loss", "agreement",
+                       "max_prob_diff"]
+            print(f"\nTest split of profile {profile.name} ({table.n.iloc[0]} images); "
+                  "accuracy_loss = Keras accuracy minus this model's:")
+            print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+            card = write_for_export(reference.model, keras_path, staged.values(), profile, manifest, table)
+        for quantize, target in staged.items():
+            os.replace(target, targets[quantize])
+        os.replace(card, out_dir / card.name)
+        print(f"wrote {out_dir / card.name}")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return EXIT_OK
 
 

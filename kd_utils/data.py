@@ -69,6 +69,10 @@ class DataError(ValueError):
     """The data cannot be used; the message says what was expected and how to fix it."""
 
 
+class ImagesChanged(DataError):
+    """Images on disk no longer match the sha1 the manifest holds for them."""
+
+
 # --------------------------------------------------------------------------- candidates
 
 
@@ -439,12 +443,20 @@ class Manifest:
             digest.update(f"{Path(path).name}|{int(label)}|{split}|{sha1}\n".encode())
         return digest.hexdigest()
 
+    def sources(self) -> list[str]:
+        """Each row's file as read when the manifest was built: its sha1 is of this file
+        (``original_path`` for a converted image, else ``path``)."""
+        return [o or p for p, o in zip(self.frame.path, self.frame.original_path)]
+
     def save(self, folder) -> Path:
-        """Write ``manifest.csv``, ``validation_report.csv`` and, last,
-        ``manifest.json`` with the content hash and counts; each atomically."""
+        """Write ``manifest.csv``, ``validation_report.csv``, the size and
+        modification time of every image (``image_stats.json``, see
+        :func:`changed_images`) and, last, ``manifest.json`` with the content
+        hash and counts; each atomically."""
         folder = Path(folder)
         storage.write_text(folder / "manifest.csv", self.frame.to_csv(index=False))
         storage.write_text(folder / "validation_report.csv", self.report.to_csv(index=False))
+        storage.write_json(folder / IMAGE_STATS, {path: _stat(path) for path in self.sources()})
         storage.write_json(folder / "manifest.json", {"source": self.source, **self.info,
                                                        "content_hash": self.content_hash,
                                                        "counts": self.count_dict()})
@@ -490,8 +502,48 @@ class Manifest:
         if missing:  # e.g. a manifest on Drive, its images on another machine's local disk
             raise DataError(f"{len(missing)} of the {len(frame)} images in {folder / 'manifest.csv'} are not on this "
                             f"machine (e.g. {missing[0]}): {rebuild}.")
+        changed = changed_images(manifest, folder)
+        if changed:
+            raise ImagesChanged(f"{len(changed)} image(s) listed in {folder / 'manifest.csv'} changed on disk since it "
+                                f"was built (e.g. {changed[0]}: its content no longer matches its sha1; runs on the new "
+                                f"content get new keys): {rebuild}.")
         manifest.info["content_hash"] = expected
         return manifest
+
+
+IMAGE_STATS = "image_stats.json"
+
+
+def _stat(path) -> list[int]:
+    st = os.stat(path)
+    return [st.st_size, st.st_mtime_ns]
+
+
+def changed_images(manifest: "Manifest", folder) -> list[str]:
+    """The images whose content is no longer the manifest's (their sha1 differs).
+
+    An image whose size and modification time are those saved in
+    ``image_stats.json`` is taken as unchanged; any other (or all, when that
+    file is missing) is hashed again, and the saved size and time of those
+    that still match are updated. Run before every training run and before
+    teacher logits are computed (:func:`kd_utils.pipeline.prepare_data` and
+    ``load_manifest`` load the manifest through :meth:`Manifest.load`)."""
+    folder = Path(folder)
+    saved = storage.read_json(folder / IMAGE_STATS)
+    saved = saved if isinstance(saved, dict) else {}
+    changed, updated = [], {}
+    for source, sha1 in zip(manifest.sources(), manifest.frame.sha1):
+        now = _stat(source)
+        if saved.get(source) == now:
+            continue
+        with open(source, "rb") as f:
+            if hashlib.sha1(f.read()).hexdigest() != sha1:
+                changed.append(source)
+                continue
+        updated[source] = now
+    if updated and not changed:
+        storage.write_json(folder / IMAGE_STATS, {**saved, **updated})
+    return changed
 
 
 def _candidates(source: str, root, image_size: int, seed: int, synthetic_per_class: int, report: Report):

@@ -414,10 +414,20 @@ def _loaded(run_dir: Path, record: dict, profile, manifest) -> tuple[keras.Model
     """A finished run: its model, and its record with ``run_dir`` (where it lies now)."""
     model = keras.saving.load_model(run_dir / training.BEST_FILE, compile=False)
     model.run_eagerly = profile.run_eagerly
+    if not (run_dir / "config.json").is_file() and "config" in record:  # damaged (load_finished said so)
+        storage.write_json(run_dir / "config.json", _config_file(record["key"], record["config"],
+                                                                 record.get("teacher_key"), record["manifest_hash"]))
+        record = training.rebuilt(run_dir, record, "config.json")
     if not (run_dir / PREDICTIONS_FILE).is_file():
         predictions = evaluation.predict(model, datasets(profile, manifest or load_manifest(profile))[2])
         _save_predictions(run_dir, predictions)
+        record = training.rebuilt(run_dir, record, PREDICTIONS_FILE)
     return model, {**record, "run_dir": str(run_dir)}
+
+
+def _config_file(key, run_config, teacher, manifest_hash) -> dict:
+    """What ``config.json`` in a run folder holds: what its key was computed from."""
+    return {"key": key, "config": run_config, "teacher_key": teacher, "manifest_hash": manifest_hash}
 
 
 def _train_or_load(profile, manifest, key, run_dir, run_config, train, teacher=None):
@@ -429,8 +439,7 @@ def _train_or_load(profile, manifest, key, run_dir, run_config, train, teacher=N
         done = training.load_finished(run_dir, key)  # finished by another process meanwhile
         if done:
             return _loaded(run_dir, done, profile, manifest)
-        storage.write_json(run_dir / "config.json", {"key": key, "config": run_config, "teacher_key": teacher,
-                                                     "manifest_hash": manifest.content_hash})
+        storage.write_json(run_dir / "config.json", _config_file(key, run_config, teacher, manifest.content_hash))
         model, fit_info, test_ds, *teacher_test = train(lock)
         lock.check()
         return model, _finish(model, run_dir, key, run_config, manifest, fit_info, test_ds, teacher, *teacher_test)
@@ -733,10 +742,14 @@ def _require(path: Path, notebook: str, profile: config.Profile) -> Path:
 
 
 def load_manifest(profile: config.Profile) -> data.Manifest:
-    """The manifest written by notebook 01."""
+    """The manifest written by notebook 01 (rebuilt, with a note, when images changed on disk since)."""
     folder = config.artifacts_dir(profile) / "data"
     _require(folder / "manifest.csv", "01_data_preparation", profile)
-    return data.Manifest.load(folder)
+    try:
+        return data.Manifest.load(folder)
+    except data.ImagesChanged as err:
+        storage.notice(f"{err} Rebuilding it now.")
+        return prepare_data(profile, rebuild=True)
 
 
 def _finished(profile, key, run_dir, notebook: str) -> dict:

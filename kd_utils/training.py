@@ -75,12 +75,23 @@ def _target(model: keras.Model) -> keras.Model:
 # --------------------------------------------------------------------------- finished runs
 
 
+def _checksummed(run_dir: Path) -> dict:
+    """sha256 of every file of a run folder but its record and lock (sub-folders are not results)."""
+    skip = {RECORD_FILE, RECORD_FILE + ".damaged", storage.RunLock.FILE}
+    return {p.name: storage.sha256_file(p) for p in sorted(run_dir.iterdir())
+            if p.is_file() and p.name not in skip and not p.name.startswith(".")}
+
+
 def load_finished(run_dir, key: str) -> dict | None:
     """The record of a finished run with this key, else None.
 
     A record that is cut short, belongs to another key or whose ``best.keras``
     is missing or changed is reported in one line and set aside
-    (``record.json.damaged``): the run is then resumed or trained again.
+    (``record.json.damaged``): the run is then resumed or trained again. Any
+    other file the record holds a checksum of (``config.json``,
+    ``history.csv``, the test predictions) that is missing or changed is
+    reported in one line and rebuilt: ``history.csv`` here, from the record;
+    the others by whoever loads the run (:func:`rebuilt`).
     """
     run_dir = Path(run_dir)
     path = run_dir / RECORD_FILE
@@ -96,18 +107,46 @@ def load_finished(run_dir, key: str) -> dict | None:
         problem = f"has no {BEST_FILE} beside it"
     elif storage.sha256_file(run_dir / BEST_FILE) != record.get("best_sha256"):
         problem = f"does not match {BEST_FILE} (checksum differs: the model file was changed or cut short)"
-    if problem is None:
-        return record
-    storage.notice(f"{path} {problem}; the run is resumed or trained again.")
-    path.replace(path.with_name(RECORD_FILE + ".damaged"))
-    return None
+    if problem is not None:
+        storage.notice(f"{path} {problem}; the run is resumed or trained again.")
+        path.replace(path.with_name(RECORD_FILE + ".damaged"))
+        return None
+    for name in damaged(run_dir, record):
+        file = run_dir / name
+        storage.notice(f"{file} is missing or does not match the checksum in {RECORD_FILE}; it is rebuilt.")
+        file.unlink(missing_ok=True)
+        if name == "history.csv" and record.get("history"):
+            seconds = record.get("epoch_seconds") or []
+            rows = [{**{k: v[i] for k, v in record["history"].items()}, "epoch_seconds": t}
+                    for i, t in enumerate(seconds)]
+            _write_history_csv(file, rows)
+            record = rebuilt(run_dir, record, name)
+    return record
+
+
+def damaged(run_dir, record: dict) -> list[str]:
+    """The files (other than ``best.keras``) that ``record`` holds a checksum of and
+    that are missing or differ from it."""
+    run_dir = Path(run_dir)
+    return [name for name, digest in (record.get("sha256") or {}).items()
+            if name != BEST_FILE and not ((run_dir / name).is_file() and storage.sha256_file(run_dir / name) == digest)]
+
+
+def rebuilt(run_dir, record: dict, name: str) -> dict:
+    """The record again, with the checksum of its file ``name`` just rebuilt (written atomically)."""
+    run_dir = Path(run_dir)
+    record = {**record, "sha256": {**(record.get("sha256") or {}), name: storage.sha256_file(run_dir / name)}}
+    storage.write_json(run_dir / RECORD_FILE, record)
+    return record
 
 
 def save_record(run_dir, record: dict, key: str) -> Path:
-    """Write the record last, with the key and ``best.keras``'s checksum; the
-    per-epoch state is no longer needed and is removed."""
+    """Write the record last, with the key and the checksum of every file of the
+    run (``best_sha256`` and ``sha256``); the per-epoch state is no longer
+    needed and is removed."""
     run_dir = Path(run_dir)
-    record = {**record, "key": key, "best_sha256": storage.sha256_file(run_dir / BEST_FILE)}
+    record = {**record, "key": key, "best_sha256": storage.sha256_file(run_dir / BEST_FILE),
+              "sha256": _checksummed(run_dir)}
     path = storage.write_json(run_dir / RECORD_FILE, record)
     shutil.rmtree(run_dir / STATE_DIR, ignore_errors=True)
     return path

@@ -239,3 +239,41 @@ def test_a_model_that_ends_in_softmax_gives_its_own_probabilities(trained, image
     dense = keras.Sequential([keras.Input((SIZE, SIZE, 3)), keras.layers.Flatten(),
                               keras.layers.Dense(2, activation="softmax")])
     assert deploy.ends_in_softmax(dense)
+
+
+def test_export_writes_all_of_its_files_or_none(trained, tmp_path, monkeypatch, capsys):
+    """A failure after the first .tflite was converted (here: the comparison on
+    the test split) leaves no exported file, no card and no temporary folder."""
+    profile = config.get_profile("smoke")
+    _manifest(tmp_path, per_class=12).save(config.artifacts_dir(profile) / "data")
+    out_dir = tmp_path / "exported"
+    out_dir.mkdir()
+
+    def fails(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(deploy, "compare_on_split", fails)
+    with pytest.raises(KeyboardInterrupt):
+        main(["export", str(trained["keras"]), "--quantize", "none", "dynamic", "--profile", "smoke",
+              "--out", str(out_dir)])
+    assert sorted(p.name for p in out_dir.iterdir()) == []
+
+
+def test_export_refuses_a_run_whose_test_predictions_are_damaged(trained, tmp_path, capsys):
+    """The record's checksums cover the test predictions the model card reads:
+    cut short, they stop the export in one line before anything is written."""
+    import shutil
+
+    from kd_utils import training
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copyfile(trained["keras"], run / "best.keras")
+    np.savez(run / "test_predictions.npz", labels=np.array([0, 1]), logits=np.zeros((2, 2), np.float32))
+    training.save_record(run, {"config": {"model": "dsnet"}}, "k")
+    predictions = run / "test_predictions.npz"
+    predictions.write_bytes(predictions.read_bytes()[:40])
+    code = main(["export", str(run / "best.keras"), "--quantize", "none", "--profile", "smoke"])
+    err = capsys.readouterr().err
+    assert code == 2 and "test_predictions.npz does not match the checksum" in err and "Traceback" not in err
+    assert sorted(p.name for p in run.iterdir()) == ["best.keras", "record.json", "test_predictions.npz"]

@@ -199,3 +199,57 @@ def test_zero_epochs_are_refused_before_anything_is_stored():
             config.get_profile("smoke", **{field: 0})
     with pytest.raises(ValueError, match="got -2"):
         config.get_profile("smoke", teacher_epochs=-2)
+
+
+def test_an_image_changed_on_disk_means_a_rebuilt_manifest_and_a_new_run(saved_manifest, capsys):
+    """Pixels of one training image change after a run was trained: the next
+    load notices (one line), rebuilds the manifest, and the run is trained
+    again under a new key instead of reusing the old one."""
+    profile, manifest, folder = saved_manifest
+    profile = profile.replace(student_epochs=1, seeds=(1,))
+    teacher = dsnet_teacher(0)
+    _, before = pipeline.distill_student(profile, manifest, teacher, alpha=1.0, verbose=0)
+    # Only touched: same content, nothing rebuilt, nothing said.
+    first = manifest.frame[manifest.frame.split == "train"].path.iloc[0]
+    os.utime(first)
+    assert pipeline.load_manifest(profile).content_hash == manifest.content_hash
+    assert "note:" not in capsys.readouterr().out
+    # Changed: one pixel of one image.
+    from PIL import Image
+
+    with Image.open(first) as image:
+        pixels = np.asarray(image.convert("RGB")).copy()
+    pixels[0, 0] = 255 - pixels[0, 0]
+    Image.fromarray(pixels).save(first)
+    with pytest.raises(data.ImagesChanged, match="1 image"):
+        data.Manifest.load(folder)
+    rebuilt = pipeline.load_manifest(profile)
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "changed on disk" in notes[0] and "Rebuilding it now" in notes[0]
+    assert rebuilt.content_hash != manifest.content_hash
+    _, after = pipeline.distill_student(profile, rebuilt, teacher, alpha=1.0, verbose=0)
+    assert after["key"] != before["key"] and after["run_dir"] != before["run_dir"]
+    assert after["manifest_hash"] == rebuilt.content_hash
+    assert pipeline.prepare_data(profile).content_hash == rebuilt.content_hash  # and it stays rebuilt
+
+
+@pytest.mark.parametrize("name", ["test_predictions.npz", "history.csv", "config.json"])
+def test_every_file_of_a_finished_run_is_checked_and_a_damaged_one_rebuilt(tiny, capsys, name):
+    """The record holds the checksum of every file of the run; one cut short is
+    reported in one line and rebuilt (from the model or the record), and the
+    run is not trained again."""
+    profile, manifest = tiny
+    teacher = dsnet_teacher(6)
+    _, first = pipeline.distill_student(profile, manifest, teacher, verbose=0)
+    run_dir = Path(first["run_dir"])
+    record = json.loads((run_dir / "record.json").read_text())
+    assert sorted(record["sha256"]) == ["best.keras", "config.json", "history.csv", "test_predictions.npz"]
+    original = (run_dir / name).read_bytes()
+    (run_dir / name).write_bytes(original[: len(original) // 2])
+    capsys.readouterr()
+    _, again = pipeline.distill_student(profile, manifest, teacher, verbose=0)
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and name in notes[0] and "rebuilt" in notes[0]
+    assert again["history"] == first["history"] and again["epoch_seconds"] == first["epoch_seconds"]  # not retrained
+    assert (run_dir / name).read_bytes() == original  # rebuilt to the same bytes
+    assert training.damaged(run_dir, json.loads((run_dir / "record.json").read_text())) == []
