@@ -242,7 +242,7 @@ def check_students(students: list[str] | None) -> None:
 #: Errors a notebook raises for the user to sort out (data, download, another
 #: process on the run, ImageNet weights unavailable): ``reproduce`` reports
 #: them in one line and exits with 2, as the command line does itself.
-USER_ERRORS = ("DataError", "DownloadError", "RunLockedError", "WeightsUnavailableError", "MissingStepError")
+USER_ERRORS = ("DataError", "ImagesChanged", "DownloadError", "RunLockedError", "WeightsUnavailableError", "MissingStepError")
 
 
 def _execute(papermill, book: Path, out: str, **options) -> None:

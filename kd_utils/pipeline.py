@@ -142,9 +142,12 @@ def teacher_logits(profile: config.Profile, manifest: data.Manifest, teacher, sp
     n = len(manifest.split(split))
     logits = None
     if path is not None and path.is_file():
+        digest = path.with_suffix(".sha256")
         try:
+            if not digest.is_file() or digest.read_text().strip() != storage.sha256_file(path):
+                raise ValueError("its checksum differs")
             logits = np.load(path)
-        except (OSError, ValueError):
+        except Exception:  # noqa: BLE001 - whatever is wrong with it, it is not used
             logits = None
         if logits is None or logits.shape != (n, 2):
             storage.notice(f"{path} is damaged; the teacher's logits are computed again.")
@@ -155,6 +158,7 @@ def teacher_logits(profile: config.Profile, manifest: data.Manifest, teacher, sp
         logits = evaluation.predict(teacher, ordered).logits.astype("float32")
         if path is not None:
             storage.atomic_write(path, lambda tmp: np.save(tmp, logits))
+            storage.write_text(path.with_suffix(".sha256"), storage.sha256_file(path) + "\n")
     _LOGITS_CACHE[key] = logits
     return logits
 

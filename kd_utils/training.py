@@ -10,16 +10,19 @@ content hash of the data manifest. Its folder is derived from the key
 * ``lock.json``     - the one process writing the run (:class:`~kd_utils.storage.RunLock`);
 * ``state/``        - after every epoch: the best model so far
   (``best-e<epoch>.keras``), ``progress.json`` (history, epoch times, best
-  epoch, micro-batches when the batch did not fit, see :mod:`kd_utils.memory`)
+  epoch, micro-batches when the batch did not fit, see :mod:`kd_utils.memory`,
+  and the sha256 of the state files, checked before a resume uses them)
   and, except after the last epoch (nothing is left to resume then), the
   trained model's variables and the optimizer's (``state-<epoch>.npz``).
   A Distiller's state holds the student only, never the teacher;
 * ``history.csv``   - one line per finished epoch, a copy of the progress;
 * ``tensorboard/``  - TensorBoard logs (profile switch ``tensorboard``);
 * ``best.keras``    - the (student) model of the best validation epoch;
-* ``record.json``   - written last, with the run key and ``best.keras``'s
-  sha256. A run is finished only when its record is there, parses, has the
-  expected key and its checksum matches (:func:`load_finished`).
+* ``record.json``   - written last, with the run key and the sha256 of
+  ``best.keras`` and of every other file of the run. A run is finished only
+  when its record is there, parses, has the expected key and ``best.keras``'s
+  checksum matches; another file that does not match is rebuilt
+  (:func:`load_finished`).
 
 Every file is written atomically (:mod:`kd_utils.storage`), so a kill loses
 at most the epoch in progress. Each epoch starts from seeds derived from the

@@ -253,3 +253,19 @@ def test_every_file_of_a_finished_run_is_checked_and_a_damaged_one_rebuilt(tiny,
     assert again["history"] == first["history"] and again["epoch_seconds"] == first["epoch_seconds"]  # not retrained
     assert (run_dir / name).read_bytes() == original  # rebuilt to the same bytes
     assert training.damaged(run_dir, json.loads((run_dir / "record.json").read_text())) == []
+
+
+def test_cached_teacher_logits_are_used_only_when_their_checksum_matches(tiny, tmp_path, capsys):
+    profile, manifest = tiny
+    teacher = pipeline._mark(dsnet_teacher(8), "teacher-key-for-this-test", tmp_path / "teacher-run")
+    pipeline._LOGITS_CACHE.clear()
+    computed = pipeline.teacher_logits(profile, manifest, teacher, "val")
+    (cached,) = (tmp_path / "teacher-run" / "logits").glob("*.npy")
+    np.save(cached, np.zeros_like(computed))  # same shape, other numbers: only the checksum can tell
+    pipeline._LOGITS_CACHE.clear()
+    again = pipeline.teacher_logits(profile, manifest, teacher, "val")
+    assert "is damaged; the teacher's logits are computed again" in capsys.readouterr().out
+    np.testing.assert_array_equal(again, computed)
+    pipeline._LOGITS_CACHE.clear()
+    np.testing.assert_array_equal(pipeline.teacher_logits(profile, manifest, teacher, "val"), computed)
+    assert "damaged" not in capsys.readouterr().out  # rewritten with its checksum: used again
