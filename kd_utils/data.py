@@ -176,7 +176,7 @@ def _isic_candidates(root: Path, report: Report) -> list[Candidate]:
     if not meta_path.is_file():
         raise DataError(
             f"No metadata.csv in {root}. Download with `isic image download --search ... DIR` "
-            "(see kd_utils.data.download_isic), which writes the images and metadata.csv."
+            "(or `python -m kd_utils download --source isic --out DIR`), which writes the images and metadata.csv."
         )
     meta = pd.read_csv(meta_path, dtype=str, keep_default_na=False)
     column = next((c for c in _ISIC_LABEL_COLUMNS if c in meta.columns), None)
@@ -210,21 +210,6 @@ def _sample_candidates(root: Path, report: Report) -> list[Candidate]:
         else:
             candidates.append(Candidate(root / name, int(label)))
     return candidates
-
-
-def download_isic(out_dir, search: str = "benign_malignant:benign OR benign_malignant:malignant", limit: int = 10000):
-    """Download ISIC Archive images and metadata.csv with ``isic-cli``
-    (:func:`kd_utils.download.download_isic`, which tells what it found).
-
-    Needs network (run it on Colab) and ``pip install isic-cli``. Returns the
-    folder, ready for ``build_manifest("isic", out_dir)``.
-    """
-    from .download import download_isic as fetch
-
-    return fetch(out_dir, search, limit, force=True).folder
-
-
-# --------------------------------------------------------------------------- validation
 
 
 def perceptual_hash(image: Image.Image) -> str:

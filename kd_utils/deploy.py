@@ -323,12 +323,6 @@ def _check_model_path(path) -> Path:
     return path
 
 
-def check_model_path(path) -> Path:
-    """``path`` as a Path if it names an existing ``.keras`` / ``.tflite`` file;
-    else FileNotFoundError or ValueError saying what is accepted. Reads nothing."""
-    return _check_model_path(path)
-
-
 def _as_batch(images, image_size: int) -> np.ndarray:
     array = np.asarray(images)
     if array.ndim == 3:

@@ -82,7 +82,7 @@ class Distiller(keras.Model):
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
         # The student holds all the state: a built student makes a built
-        # distiller (BackupAndRestore and save_weights need that before fit).
+        # distiller, whose fit then has nothing left to build.
         self.built = bool(student.built)
 
     @property

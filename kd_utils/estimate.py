@@ -18,7 +18,7 @@ for another choice); another choice changes the
 count by a few runs per seed (which of the later runs coincide with the
 sweep's).
 
-Two ways to turn runs into hours:
+Three ways to turn runs into hours:
 
 * **timed** (:func:`estimate`, the default): a few training steps of each
   distinct model on this machine - built with ``weights=None`` (no
@@ -49,7 +49,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from . import config
+from . import config, steptime
+from .steptime import TEACHER
 
 #: Images the paper trained and validated on (5,596 + 1,400) and tested on.
 PAPER_TRAIN_VAL_IMAGES = 6996
@@ -67,7 +68,6 @@ TRAIN_STEP_FACTOR = 3.0
 #: the per-epoch checkpoints, the teacher's logits, scoring the test split's records.
 RUN_OVERHEAD_S = 30.0
 
-TEACHER = "ResNet50 teacher"
 #: Models a CPU times in the timed mode; the others are scaled from the first timed one by FLOPs.
 CPU_TIMED = ("DSNet",)
 #: Largest batch a CPU times; the step of the profile's batch is scaled from it per image. A CPU's
@@ -221,14 +221,6 @@ def split_sizes(profile: config.Profile) -> tuple[dict, str]:
 # --------------------------------------------------------------------------- cost of one step
 
 
-def _build(model: str, image_size: int):
-    from . import models
-
-    if model == TEACHER:
-        return models.build_teacher(image_size, weights=None)
-    return models.build_student(model, image_size, weights=None)
-
-
 def model_flops(models_: list[str], image_size: int) -> dict[str, float]:
     """Forward FLOPs per image of each model at ``image_size`` (:func:`kd_utils.benchmark.analytic_flops`)."""
     import keras
@@ -238,7 +230,7 @@ def model_flops(models_: list[str], image_size: int) -> dict[str, float]:
     for name in models_:
         if (name, image_size) not in _FLOPS:  # an architecture's count at a size never changes: build it once
             keras.backend.clear_session(free_memory=True)
-            _FLOPS[name, image_size] = float(analytic_flops(_build(name, image_size))["total"])
+            _FLOPS[name, image_size] = float(analytic_flops(steptime.build(name, image_size))["total"])
     return {name: _FLOPS[name, image_size] for name in models_}
 
 
@@ -261,24 +253,6 @@ def input_size(profile: config.Profile, model: str) -> int:
 def flops_per_image(profile: config.Profile, names) -> dict[str, float]:
     """:func:`model_flops` of each model at the size it trains at in ``profile``."""
     return {name: model_flops([name], input_size(profile, name))[name] for name in names}
-
-
-def time_step(model: str, profile: config.Profile, batch_size: int, steps: int = 3, warmup: int = 1) -> float:
-    """Median seconds of one training step of ``model`` on random images, after ``warmup`` steps.
-
-    Built with ``weights=None`` under the profile's dtype policy; compiled as
-    the pipeline compiles (Adam, loss scaling with mixed precision, XLA when
-    the profile asks and a GPU is there)."""
-    import keras
-
-    from . import pipeline, steptime
-
-    accel = pipeline.accelerator_options(profile)
-    keras.backend.clear_session(free_memory=True)
-    with pipeline._build_scope(None, accel.get("mixed_precision", False)):
-        net = _build(model, input_size(profile, model))
-        pipeline._classifier_compile(net, 1e-3, **accel)
-    return steptime.time_train_steps(net, batch_size, input_size(profile, model), steps, warmup)[1]
 
 
 # --------------------------------------------------------------------------- the estimate
@@ -344,7 +318,7 @@ def estimate(profile: config.Profile, steps: int = 3, warmup: int = 1, chosen: d
     to the profile's batch per image."""
     import tensorflow as tf
 
-    from . import reporting
+    from . import pipeline, reporting
 
     gpu = bool(tf.config.list_physical_devices("GPU"))
     time_all = gpu if time_all is None else time_all
@@ -355,10 +329,14 @@ def estimate(profile: config.Profile, steps: int = 3, warmup: int = 1, chosen: d
     timed = names if time_all else [m for m in names if m in CPU_TIMED]
     batch = profile.batch_size if gpu else min(profile.batch_size, CPU_TIMING_BATCH)
     models_: dict[str, dict] = {}
+    accel = pipeline.accelerator_options(profile)
     for name in timed:
         if log:
             log(f"  timing {name} ...")
-        seconds = time_step(name, profile, batch, steps, warmup) * profile.batch_size / batch
+        precision = "mixed_float16" if accel.get("mixed_precision") else "float32"
+        step = steptime.time_step(name, input_size(profile, name), batch, precision, steps, warmup,
+                                  jit_compile=accel.get("jit_compile", False))["step_s"]
+        seconds = step * profile.batch_size / batch
         models_[name] = {"gflops_per_image": flops[name] / 1e9, "step_s": seconds, "timed": True}
     reference = TEACHER if TEACHER in models_ else next(iter(models_))  # a CPU times DSNet alone
     s_per_flop = models_[reference]["step_s"] / (profile.batch_size * flops[reference])

@@ -766,15 +766,6 @@ def _finished(profile, key, run_dir, notebook: str) -> dict:
     return record
 
 
-def load_teacher(profile: config.Profile, manifest: data.Manifest | None = None):
-    """``(teacher, record)`` written by notebook 02 for this profile and data."""
-    manifest = manifest or load_manifest(profile)
-    key, run_dir, _ = _teacher_run(profile, manifest.content_hash)
-    record = _finished(profile, key, run_dir, "02_teacher_resnet50")
-    model, record = _loaded(run_dir, record, profile, manifest)
-    return _mark(model, key, run_dir), record
-
-
 def sweep(profile, manifest, teacher, *, temperatures=None, batch_sizes=None, alphas=None, student="DSNet",
           temperature=None, alpha=None, verbose=0, progress: Progress | None = None, **options):
     """DSNet for each temperature (Table 1), batch size (Table 6) or alpha, every seed.

@@ -145,27 +145,6 @@ def training_curves(history: dict, title: str):
     return fig
 
 
-def sweep(values: dict, paper: dict, xlabel: str, title: str):
-    """A Table 1 / Table 6 sweep: ours (test mean ± sd over seeds, validation
-    mean) beside the paper's single runs. ``values[k]`` holds ``test``,
-    ``val`` and optionally ``test_sd``."""
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    keys = sorted(values)
-    sd = [values[k].get("test_sd", 0.0) for k in keys]
-    ax.errorbar(keys, [values[k]["test"] for k in keys], yerr=np.nan_to_num(sd), fmt="o-", capsize=3,
-                label="ours, test (mean ± sd over seeds)")
-    ax.plot(keys, [values[k]["val"] for k in keys], "s--", label="ours, validation (mean)")
-    pk = sorted(paper)
-    ax.plot(pk, [paper[k] for k in pk], "x:", label="paper, test (one run)")
-    ax.set_xscale("log" if xlabel.startswith("T") else "linear")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("accuracy")
-    ax.legend()
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
 def temperature_sweep(by_form: dict, paper: dict, title: str):
     """Table 1 per loss form: ``by_form`` maps a form's name to a
     :func:`kd_utils.reporting.sweep_table`; test mean ± sd over seeds (solid)
@@ -186,12 +165,6 @@ def temperature_sweep(by_form: dict, paper: dict, title: str):
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
-
-
-def sweep_values(table) -> dict:
-    """The points of :func:`sweep` from a :func:`kd_utils.reporting.sweep_table`."""
-    return {k: {"test": row["test accuracy"], "test_sd": row["test sd"], "val": row["val accuracy"]}
-            for k, row in table.iterrows()}
 
 
 def kd_gain(table, title: str):

@@ -218,7 +218,7 @@ def kd_gain(kd_runs, no_kd_runs, n_resamples: int = 2000, confidence: float = 0.
     return gain
 
 
-def fidelity(runs) -> dict:
+def mean_fidelity(runs) -> dict:
     """Mean top-1 agreement with the teacher and KL(teacher || student) at T = 1
     over the runs that recorded them (NaN when none did)."""
     found = [r["test"]["fidelity"] for r in runs_of(runs) if "fidelity" in r["test"]]
@@ -238,7 +238,7 @@ def kd_table(kd: dict, no_kd: dict, n_resamples: int = 2000) -> pd.DataFrame:
         acc, sd = stats.mean_sd(values(runs))
         base, base_sd = stats.mean_sd(values(no_kd[name]))
         gain = kd_gain(runs, no_kd[name], n_resamples)
-        fid = fidelity(runs)
+        fid = mean_fidelity(runs)
         rows[name] = {
             "params_m": runs[0]["test"]["params"]["trainable"] / 1e6,
             "train_s": float(np.mean([r["train_seconds"] for r in runs])),
@@ -326,7 +326,7 @@ def controls_table(real, controls: dict, n_resamples: int = 2000) -> pd.DataFram
     rows = {}
     for name, runs in {**controls, "real teacher": real}.items():
         acc, sd = stats.mean_sd(values(runs))
-        fid = fidelity(runs)
+        fid = mean_fidelity(runs)
         row = {"accuracy": acc, "sd": sd, "agreement": fid["agreement"], "KL(t||s)": fid["kl"]}
         if name != "real teacher":
             gain = kd_gain(real, runs, n_resamples)
@@ -372,7 +372,7 @@ def kd_summary(teacher_record: dict, real, controls: dict, no_teacher: str, sett
         "kd_gain_bootstrap_low": gain["low"], "kd_gain_bootstrap_high": gain["high"],
         "best_control": best,
         "controls": {name: float(values(runs).mean()) for name, runs in controls.items()},
-        "fidelity": fidelity(real),
+        "fidelity": mean_fidelity(real),
         "n_seeds": len(runs),
         **settings,
     }

@@ -35,6 +35,18 @@ import time
 
 from . import config, storage
 
+#: The teacher's name in step-time files and in :mod:`kd_utils.estimate`'s tables.
+TEACHER = "ResNet50 teacher"
+
+
+def build(model: str, image_size: int):
+    """``model`` (the teacher, ``"DSNet"`` or a large student's name) with ``weights=None``."""
+    from . import models
+
+    if model == TEACHER:
+        return models.build_teacher(image_size, weights=None)
+    return models.build_student(model, image_size, weights=None)
+
 PRECISIONS = ("float32", "mixed_float16")
 
 #: What a file written by :func:`measure` must share with a new measurement to be extended by it.
@@ -120,15 +132,14 @@ def peak_memory_bytes() -> int | None:
 
 
 def time_step(model: str, image_size: int, batch_size: int, precision: str = "float32",
-              steps: int = 5, warmup: int = 2) -> dict:
+              steps: int = 5, warmup: int = 2, jit_compile: bool = False) -> dict:
     """``{"step_s": median seconds, "first_step_s": ..., "params": n}`` for one model.
 
-    ``first_step_s`` is the first call (tracing and compiling included). On a
+    ``first_step_s`` is the first call (tracing and compiling included);
+    ``jit_compile``: XLA, as a profile's ``jit_compile`` asks on a GPU. On a
     GPU the entry adds ``peak_memory_bytes`` (:func:`peak_memory_bytes`; under
     JAX the process's peak, which is this model's only if it is the first)."""
     import keras
-
-    from .estimate import _build
 
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
@@ -136,10 +147,11 @@ def time_step(model: str, image_size: int, batch_size: int, precision: str = "fl
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(precision)
     try:
-        net = _build(model, image_size)
+        net = build(model, image_size)
         adam = keras.optimizers.Adam(1e-3)
         net.compile(optimizer=keras.optimizers.LossScaleOptimizer(adam) if precision != "float32" else adam,
-                    loss=keras.losses.CategoricalCrossentropy(from_logits=True))
+                    loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+                    **({"jit_compile": True} if jit_compile else {}))
     finally:
         keras.config.set_dtype_policy(previous)
     reset_peak_memory()
@@ -175,8 +187,6 @@ def time_train_steps(net, batch_size: int, image_size: int, steps: int, warmup: 
 
 
 def models_of(profile: config.Profile) -> list[str]:
-    from .estimate import TEACHER
-
     return [TEACHER, "DSNet", *profile.students]
 
 

@@ -204,7 +204,7 @@ def _load_progress(model, run_dir: Path, epochs: int, batching: dict | None = No
     ``progress.json`` recorded when it was written, and any failure to restore
     (whatever the exception) is one line and a fresh start, never a traceback."""
     fresh = {"history": [], "best_epoch": None, "best_value": None, "best_file": None, "state_file": None,
-             "sha256": {}, "batching": batching}
+             "sha256": {}, "batching": batching, "stopped_after": None}
     state_dir = run_dir / STATE_DIR
     if not state_dir.is_dir():
         return fresh
@@ -224,7 +224,7 @@ def _load_progress(model, run_dir: Path, epochs: int, batching: dict | None = No
         keras.saving.load_model(state_dir / progress["best_file"], compile=False)  # loads, not just exists
         if progress["state_file"] is not None:
             _restore_state(model, state_dir / progress["state_file"])
-        elif len(progress["history"]) < epochs:
+        elif len(progress["history"]) < (progress.get("stopped_after") or epochs):
             raise ValueError(f"it holds no state to resume epoch {len(progress['history']) + 1} from")
     except Exception as err:  # noqa: BLE001 - whatever went wrong, the state is not used
         storage.notice(f"the saved state in {state_dir} cannot be used ({type(err).__name__}: {err}); "
@@ -261,6 +261,76 @@ def _missing_monitor(logs: dict) -> KeyError:
     )
 
 
+class _SaveEachEpoch(keras.callbacks.Callback):
+    """Inside the run's one ``model.fit``: seeds each epoch from the run's seed,
+    and after it checks the lock, then saves the progress, the best model so
+    far and the variables (:func:`fit`). It runs after every other callback,
+    so what it saves includes their changes (a learning rate they lowered)."""
+
+    def __init__(self, run_dir: Path, progress: dict, epochs: int, seed: int, lock, verbose: int):
+        super().__init__()
+        self.run_dir, self.state_dir = run_dir, run_dir / STATE_DIR
+        self.progress, self.epochs, self.seed, self.lock, self.verbose = progress, epochs, seed, lock, verbose
+
+    def on_epoch_begin(self, epoch, logs=None):
+        set_seeds(epoch_seed(self.seed, epoch))
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = {k: float(v) for k, v in (logs or {}).items()}
+        logs["epoch_seconds"] = time.perf_counter() - self.start
+        if MONITOR not in logs:
+            raise _missing_monitor(logs)
+        if self.lock is not None:
+            self.lock.refresh()  # still the owner (else RunLockedError, before anything of this epoch is written)
+        progress, state_dir, model = self.progress, self.state_dir, self.model
+        progress["history"].append(logs)
+        if progress["best_value"] is None or logs[MONITOR] > progress["best_value"]:
+            best_file = f"best-e{epoch + 1}.keras"
+            storage.atomic_write(state_dir / best_file, _target(model).save)
+            progress.update(best_epoch=epoch + 1, best_value=logs[MONITOR], best_file=best_file)
+        # After the last epoch nothing is left to train: a resume needs the best epoch's file only.
+        progress["state_file"] = _save_state(model, state_dir, epoch + 1) if epoch + 1 < self.epochs else None
+        progress["sha256"] = {name: progress["sha256"].get(name) or storage.sha256_file(state_dir / name)
+                              for name in (progress["best_file"], progress["state_file"]) if name}
+        storage.write_json(state_dir / PROGRESS_FILE, progress)  # the epoch counts from here on
+        for old in state_dir.glob("*-*"):
+            if old.name not in (progress["state_file"], progress["best_file"]) and not old.name.startswith("."):
+                old.unlink(missing_ok=True)
+        _write_history_csv(self.run_dir / "history.csv", progress["history"])
+        if self.verbose:
+            shown = "  ".join(f"{k} {v:.4f}" for k, v in logs.items() if k != "epoch_seconds")
+            print(f"epoch {epoch + 1}/{self.epochs}  {shown}  {logs['epoch_seconds']:.1f}s", flush=True)
+
+    def on_train_end(self, logs=None):
+        done = len(self.progress["history"])
+        if self.model.stop_training and 0 < done < self.epochs:  # a callback (EarlyStopping) ended the run
+            self.progress["stopped_after"] = done
+            storage.write_json(self.state_dir / PROGRESS_FILE, self.progress)
+
+
+def _epochs_of(train_ds, first: int, epochs: int, seed: int):
+    """``(dataset, steps_per_epoch)`` for one ``model.fit`` over epochs ``first`` to ``epochs - 1``.
+
+    A per-epoch split (``for_epoch``) becomes its epochs one after the other,
+    each built under its epoch's seeds, exactly as a run that trains only that
+    epoch would build it; ``steps_per_epoch`` keeps Keras on one iterator
+    through them. Any other dataset is passed as it is (Keras repeats it)."""
+    if not hasattr(train_ds, "for_epoch"):
+        return train_ds, None
+    parts = []
+    for epoch in range(first, epochs):
+        set_seeds(epoch_seed(seed, epoch))
+        parts.append(train_ds.for_epoch(epoch))
+    steps = int(parts[0].cardinality())
+    if steps < 1:
+        raise ValueError(f"The training split's batches per epoch must be known and at least 1; got {steps}.")
+    combined = parts[0]
+    for part in parts[1:]:
+        combined = combined.concatenate(part)
+    return combined, steps
+
+
 def fit(model: keras.Model, train_ds, val_ds, epochs: int, run_dir, *, seed: int = 0, verbose: int = 2,
         callbacks=(), tensorboard: bool = False, lock: storage.RunLock | None = None,
         batching: dict | None = None) -> dict:
@@ -270,15 +340,18 @@ def fit(model: keras.Model, train_ds, val_ds, epochs: int, run_dir, *, seed: int
     ``CategoricalAccuracy`` metric. ``train_ds`` is a ``tf.data.Dataset`` or
     an object with ``for_epoch(epoch)`` giving each epoch's batches (what
     :func:`kd_utils.data.make_dataset` returns with ``per_epoch=True``), which
-    makes a resumed run equal an uninterrupted one. After every epoch the
-    progress is saved (and the variables, except after the last); at the end
-    the best validation epoch's weights are loaded back into the (student)
-    model and saved as ``best.keras``. Returns
+    makes a resumed run equal an uninterrupted one. One ``model.fit`` trains
+    the run, with ``callbacks`` (any Keras callback: ``EarlyStopping`` and
+    ``ReduceLROnPlateau`` keep their state across epochs) and, last, the one
+    that saves the progress after every epoch (and the variables, except
+    after the last). At the end the best validation epoch's weights are
+    loaded back into the (student) model and saved as ``best.keras``. Returns
     ``train_seconds``, ``epoch_seconds``, ``best_epoch``,
     ``best_val_accuracy`` and ``history`` (every epoch, resumed ones too).
     ``batching`` (micro-batches with gradient accumulation, see
     :mod:`kd_utils.memory`) is kept with the progress: saved state is only
-    resumed with the same.
+    resumed with the same. A resumed run whose callbacks hold state of their
+    own (EarlyStopping's patience count) starts them afresh.
     """
     if int(epochs) < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}.")
@@ -297,40 +370,17 @@ def fit(model: keras.Model, train_ds, val_ds, epochs: int, run_dir, *, seed: int
         extra.insert(0, keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False,
                                                     profile_batch=0))
     resumed = len(progress["history"])
-    for epoch in range(resumed, epochs):
-        set_seeds(epoch_seed(seed, epoch))
-        epoch_ds = train_ds.for_epoch(epoch) if hasattr(train_ds, "for_epoch") else train_ds
-        start = time.perf_counter()
+    last = progress.get("stopped_after") or epochs
+    if resumed < last:
+        data, steps = _epochs_of(train_ds, resumed, epochs, seed)
         # shuffle=False: the tf.data pipeline shuffles itself (Keras would ignore it and warn).
-        history = model.fit(epoch_ds, validation_data=val_ds, initial_epoch=epoch, epochs=epoch + 1,
-                            callbacks=extra, verbose=1 if verbose == 1 else 0, shuffle=False)
-        logs = {k: float(v[-1]) for k, v in history.history.items()}
-        logs["epoch_seconds"] = time.perf_counter() - start
-        if MONITOR not in logs:
-            raise _missing_monitor(logs)
-        if lock is not None:
-            lock.refresh()  # still the owner (else RunLockedError, before anything of this epoch is written)
-        progress["history"].append(logs)
-        if progress["best_value"] is None or logs[MONITOR] > progress["best_value"]:
-            best_file = f"best-e{epoch + 1}.keras"
-            storage.atomic_write(state_dir / best_file, _target(model).save)
-            progress.update(best_epoch=epoch + 1, best_value=logs[MONITOR], best_file=best_file)
-        # After the last epoch nothing is left to train: a resume needs the best epoch's file only.
-        progress["state_file"] = _save_state(model, state_dir, epoch + 1) if epoch + 1 < epochs else None
-        progress["sha256"] = {name: progress["sha256"].get(name) or storage.sha256_file(state_dir / name)
-                              for name in (progress["best_file"], progress["state_file"]) if name}
-        storage.write_json(state_dir / PROGRESS_FILE, progress)  # the epoch counts from here on
-        for old in state_dir.glob("*-*"):
-            if old.name not in (progress["state_file"], progress["best_file"]) and not old.name.startswith("."):
-                old.unlink(missing_ok=True)
-        _write_history_csv(run_dir / "history.csv", progress["history"])
-        if verbose:
-            shown = "  ".join(f"{k} {v:.4f}" for k, v in logs.items() if k != "epoch_seconds")
-            print(f"epoch {epoch + 1}/{epochs}  {shown}  {logs['epoch_seconds']:.1f}s", flush=True)
+        model.fit(data, validation_data=val_ds, initial_epoch=resumed, epochs=epochs, steps_per_epoch=steps,
+                  callbacks=[*extra, _SaveEachEpoch(run_dir, progress, epochs, seed, lock, verbose)],
+                  verbose=1 if verbose == 1 else 0, shuffle=False)
     best_path = state_dir / progress["best_file"]
     # When the best epoch is the last one, trained here, the model holds its weights already
     # (rebuilding a large backbone from its file takes seconds).
-    if not (resumed < epochs and progress["best_epoch"] == epochs):
+    if not (len(progress["history"]) > resumed and progress["best_epoch"] == len(progress["history"])):
         best_model = keras.saving.load_model(best_path, compile=False)
         _target(model).set_weights(best_model.get_weights())
     storage.atomic_write(run_dir / BEST_FILE, lambda tmp: shutil.copyfile(best_path, tmp))
@@ -343,4 +393,3 @@ def fit(model: keras.Model, train_ds, val_ds, epochs: int, run_dir, *, seed: int
         "best_val_accuracy": progress["best_value"],
         "history": {k: [row[k] for row in history] for k in history[0] if k != "epoch_seconds"},
     }
-

@@ -239,12 +239,6 @@ def test_isic_without_label_column_is_explained(tmp_path):
         data.build_manifest("isic", tmp_path / "isic")
 
 
-def test_download_isic_needs_the_cli(tmp_path, monkeypatch):
-    monkeypatch.setattr(shutil, "which", lambda name: None)
-    with pytest.raises(data.DataError, match="pip install isic-cli"):
-        data.download_isic(tmp_path)
-
-
 def test_bundled_cc0_sample():
     manifest = data.build_manifest("sample", image_size=64)
     assert len(manifest.frame) == 24

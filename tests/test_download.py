@@ -137,8 +137,8 @@ def test_isic_reuses_isic_cli_and_explains_failures(tmp_path, monkeypatch):
     (tmp_path / "isic" / "metadata.csv").write_text("isic_id,benign_malignant\nISIC_1,benign\nISIC_2,malignant\n")
     done = download.download("isic", tmp_path / "isic")
     assert done.skipped and done.counts == {"images": 2} and done.ok
-    with pytest.raises(data.DataError, match="exit status 1"):  # the old entry point goes the same way
-        data.download_isic(tmp_path / "isic")
+    with pytest.raises(data.DataError, match="exit status 1"):  # forced: the folder is fetched again
+        download.download_isic(tmp_path / "isic", force=True)
 
 
 def test_notebook_01_fetches_only_for_the_paper_profile(kaggle):

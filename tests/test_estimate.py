@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from kd_utils import config, estimate, models
+from kd_utils import config, estimate, models, steptime
 from kd_utils.__main__ import main
 
 from cli_child import run_cli_cases
@@ -102,7 +102,8 @@ def test_a_cpu_times_a_small_batch_and_scales_it_per_image_a_gpu_the_profiles_ba
 
     timed = []
     monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: ["a GPU"] if gpu else [])
-    monkeypatch.setattr(estimate, "time_step", lambda name, p, batch, steps, warmup: timed.append((name, batch)) or 0.5)
+    monkeypatch.setattr(steptime, "time_step", lambda name, size, batch, precision, steps, warmup, jit_compile=False:
+                        timed.append((name, batch)) or {"step_s": 0.5})
     profile = config.get_profile("smoke", image_size=32, batch_size=64)
     result = estimate.estimate(profile, steps=1)
     batch = 64 if gpu else estimate.CPU_TIMING_BATCH
@@ -129,8 +130,8 @@ def test_flops_are_counted_once_per_model_and_size(monkeypatch):
     from kd_utils import benchmark
 
     built = []
-    build = estimate._build
-    monkeypatch.setattr(estimate, "_build", lambda name, size: built.append((name, size)) or build(name, size))
+    build = steptime.build
+    monkeypatch.setattr(steptime, "build", lambda name, size: built.append((name, size)) or build(name, size))
     monkeypatch.setattr(estimate, "_FLOPS", {})
     first = estimate.model_flops(["DSNet"], 32)
     assert estimate.model_flops(["DSNet"], 32) == first and built == [("DSNet", 32)]
@@ -142,14 +143,14 @@ def test_flops_are_counted_once_per_model_and_size(monkeypatch):
 def count_at_224(name: str) -> int:
     from kd_utils import benchmark
 
-    return benchmark.analytic_flops(estimate._build(name, 224))["total"]
+    return benchmark.analytic_flops(steptime.build(name, 224))["total"]
 
 
 def test_the_counts_at_224_px_are_those_of_the_models_built_now(monkeypatch):
     assert set(estimate.FLOPS_AT_224) == {estimate.TEACHER, "DSNet", *models.BACKBONES}
     for name in ("DSNet", "MobileNet"):  # the cheap ones here; every one in the slow test below
         assert estimate.FLOPS_AT_224[name] == count_at_224(name)
-    monkeypatch.setattr(estimate, "_build", lambda *args: pytest.fail("built a model whose count is known"))
+    monkeypatch.setattr(steptime, "build", lambda *args: pytest.fail("built a model whose count is known"))
     assert estimate.model_flops(["VGG16", "ResNet101"], 224) == {
         "VGG16": estimate.FLOPS_AT_224["VGG16"], "ResNet101": estimate.FLOPS_AT_224["ResNet101"]}
 

@@ -63,3 +63,48 @@ def test_lower_bounds_are_the_tested_colab_versions_and_tensorflow_is_not_capped
         for name, version in pins.items():
             assert re.search(rf"\b{name}>={re.escape(version)}\b", text), (path, name)
         assert not re.search(r"tensorflow[^\n]*<", text), path
+
+
+def _imports_between_modules(package) -> dict[str, set[str]]:
+    """Module -> the package's modules it imports, at the top or inside a function."""
+    import ast
+
+    names = {p.stem for p in package.glob("*.py")}
+    graph = {}
+    for path in package.glob("*.py"):
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                found.update([node.module.split(".")[0]] if node.module else [a.name for a in node.names])
+        graph[path.stem] = found & names - {path.stem}
+    return graph
+
+
+def _cycles(graph) -> list[list[str]]:
+    found, state, path = [], {}, []
+
+    def visit(module):
+        state[module] = "open"
+        path.append(module)
+        for other in sorted(graph[module]):
+            if state.get(other) == "open":
+                found.append(path[path.index(other):] + [other])
+            elif other not in state:
+                visit(other)
+        path.pop()
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module)
+    return found
+
+
+def test_the_cycle_finder_finds_a_planted_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_module_imports_one_that_imports_it_back():
+    """No import cycle in kd_utils, imports inside functions included."""
+    assert _cycles(_imports_between_modules(ROOT / "kd_utils")) == []

@@ -230,6 +230,52 @@ def test_training_stops_before_saving_an_epoch_when_its_lock_is_lost(tmp_path):
     assert (tmp_path / "history.csv").read_text().count("\n") == 2
 
 
+class CountStarts(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.starts = 0
+
+    def on_train_begin(self, logs=None):
+        self.starts += 1
+
+
+def test_one_model_fit_per_run_so_stateful_callbacks_work(tmp_path):
+    """EarlyStopping counts its patience across epochs (it would reset every
+    epoch with a fit per epoch), and a run it stopped is finished: asked again
+    it trains nothing more."""
+    starts = CountStarts()
+    forced = ForcedValAccuracy([0.6, 0.8, 0.7, 0.7, 0.9, 0.9])  # no gain for 2 epochs after epoch 2
+    stop = keras.callbacks.EarlyStopping(monitor="val_categorical_accuracy", patience=2)
+    info = training.fit(small_classifier(0), shuffled_epochs(), separable_data(seed=1), 6, tmp_path, verbose=0,
+                        callbacks=[starts, forced, stop])
+    assert starts.starts == 1
+    assert len(info["epoch_seconds"]) == 4 and info["best_epoch"] == 2
+    again = small_classifier(3)
+    repeat = training.fit(again, shuffled_epochs(), separable_data(seed=1), 6, tmp_path, verbose=0,
+                          callbacks=[CountStarts()])
+    assert repeat["epoch_seconds"] == info["epoch_seconds"] and repeat["best_epoch"] == 2
+    best = keras.saving.load_model(tmp_path / "best.keras")
+    for a, b in zip(again.get_weights(), best.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_learning_rate_lowered_by_a_callback_is_saved_with_the_state(tmp_path):
+    """The state callback runs after the user's: a resume continues at the lowered rate."""
+    lower = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: model.optimizer.learning_rate.assign(0.05 / (epoch + 2)))
+    model = small_classifier(0)
+    whole = training.fit(model, shuffled_epochs(), separable_data(seed=1), 4, tmp_path / "whole", seed=3,
+                         verbose=0, callbacks=[lower])
+    model = small_classifier(0)
+    with pytest.raises(RuntimeError, match="disconnected"):
+        training.fit(model, shuffled_epochs(), separable_data(seed=1), 4, tmp_path / "cut", seed=3, verbose=0,
+                     callbacks=[lower, Crash(2)])
+    model = small_classifier(0)
+    resumed = training.fit(model, shuffled_epochs(), separable_data(seed=1), 4, tmp_path / "cut", seed=3,
+                           verbose=0, callbacks=[lower])
+    assert resumed["history"] == whole["history"]
+
+
 def test_a_finished_but_unrecorded_run_is_not_trained_twice(tmp_path):
     model = small_classifier()
     first = training.fit(model, separable_data(), separable_data(seed=1), 3, tmp_path, verbose=0)
