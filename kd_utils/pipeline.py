@@ -841,7 +841,6 @@ def choose_settings(profile: config.Profile, manifest, teacher, verbose: int = 0
     at that form and T. Saved for the later notebooks. Returns the choice and
     the sweeps' records (``by_temperature``: ``{form: {T: runs}}`` with the
     forms of :data:`LOSS_FORMS`; ``by_alpha``: ``{alpha: runs}``)."""
-    basis = _choice_basis(profile, manifest, teacher)
     progress = Progress(2 * len(profile.temperatures) * len(profile.seeds))
     by_temperature = {
         LOSS_FORMS[t2]: sweep(profile, manifest, teacher, temperatures=profile.temperatures, scale_by_t2=t2,
@@ -850,14 +849,21 @@ def choose_settings(profile: config.Profile, manifest, teacher, verbose: int = 0
     }
     candidates = {(t2, t): runs for t2 in (False, True) for t, runs in by_temperature[LOSS_FORMS[t2]].items()}
     scale_by_t2, temperature = choose_on_validation(candidates)
-    save_choice(profile, "temperature", temperature, basis)
-    save_choice(profile, "scale_by_t2", scale_by_t2, basis)
     by_alpha = sweep(profile, manifest, teacher, alphas=profile.alphas, temperature=temperature,
                      scale_by_t2=scale_by_t2, verbose=verbose)
-    alpha = choose_on_validation(by_alpha)
-    save_choice(profile, "alpha", alpha, basis)
-    return {"temperature": temperature, "alpha": alpha, "scale_by_t2": scale_by_t2,
-            "by_temperature": by_temperature, "by_alpha": by_alpha}
+    chosen = save_settings(profile, manifest, teacher, temperature=temperature, alpha=choose_on_validation(by_alpha),
+                           scale_by_t2=scale_by_t2)
+    return {**chosen, "by_temperature": by_temperature, "by_alpha": by_alpha}
+
+
+def save_settings(profile: config.Profile, manifest, teacher, *, temperature, alpha, scale_by_t2) -> dict:
+    """Save the loss form, T and alpha chosen on validation for this teacher and
+    data, where notebooks 05-07 find them (:func:`chosen_settings`); returns them."""
+    basis = _choice_basis(profile, manifest, teacher)
+    chosen = {"temperature": temperature, "alpha": alpha, "scale_by_t2": scale_by_t2}
+    for name in SETTINGS:
+        save_choice(profile, name, chosen[name], basis)
+    return chosen
 
 
 def settings_for(profile: config.Profile, manifest, teacher) -> dict:

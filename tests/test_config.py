@@ -1,4 +1,5 @@
 import dataclasses
+import os
 import pytest
 
 from kd_utils import config
@@ -230,3 +231,29 @@ def test_the_teacher_may_see_larger_images_than_its_students():
     assert smoke.teacher_size == smoke.image_size and smoke.teacher_view() is smoke
     with pytest.raises(ValueError, match="teacher_image_size must be None or a whole number of at least image_size"):
         smoke.replace(teacher_image_size=16)
+
+
+def test_the_notebook_setup_on_colab_and_elsewhere(monkeypatch, capsys):
+    """On Colab: KD_ROOT is the checkout and, with USE_DRIVE, Drive is mounted and
+    holds artifacts and results; elsewhere nothing changes but a line about Drive."""
+    import sys
+    import types
+
+    from kd_utils import notebook
+
+    mounted = []
+    drive = types.SimpleNamespace(mount=mounted.append)
+    for name in ("KD_ARTIFACTS", "KD_RESULTS", "KD_ROOT"):
+        monkeypatch.delenv(name, raising=False)
+    profile, results = notebook.start("smoke", use_drive=True)
+    assert profile.name == "smoke" and results == config.results_dir(profile)
+    assert "USE_DRIVE is for Colab" in capsys.readouterr().out and "KD_ARTIFACTS" not in os.environ
+    monkeypatch.setitem(sys.modules, "google", types.SimpleNamespace(colab=types.SimpleNamespace(drive=drive)))
+    monkeypatch.setitem(sys.modules, "google.colab", sys.modules["google"].colab)
+    profile, results = notebook.start("smoke", use_drive=True, seeds="3")
+    assert mounted == ["/content/drive"] and profile.seeds == (3,)
+    assert os.environ["KD_ROOT"] == notebook.COLAB_CHECKOUT
+    assert os.environ["KD_ARTIFACTS"] == "/content/drive/MyDrive/kd-melanoma/artifacts"
+    assert str(results).startswith("/content/drive/MyDrive/kd-melanoma/results")
+    out = capsys.readouterr().out
+    assert "profile smoke with seeds 3" in out and "tables and figures: /content/drive" in out

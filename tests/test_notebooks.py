@@ -48,8 +48,10 @@ def test_notebook_structure(path):
     assert all(f'"{name}"' in profile_field for name in config.PROFILE_NAMES)
     setup = "".join(cells[1]["source"])
     assert f'REPO_URL = "{config.REPO_URL}"' in setup  # the URL lives in config.REPO_URL
-    assert '"pip", "install"' in setup and "-e" not in setup.split("pip")[1].split("\n")[0]
-    assert "your fork's URL" in setup and "config.notebook_profile(PROFILE, SEEDS, MIXED_PRECISION, JIT, STUDENTS)" in setup
+    assert "pip install -q /content/kd-melanoma" in setup and "pip install -e" not in setup  # no restart needed
+    assert "your fork's URL" in setup and "raise SystemExit(done.stdout" in setup
+    assert "notebook.start(PROFILE, USE_DRIVE, SEEDS, MIXED_PRECISION, JIT, STUDENTS)" in setup
+    assert len(setup.splitlines()) <= 22 and setup == "".join(code_cells(load(NOTEBOOKS[0]))[1]["source"])
     assert nb["metadata"]["accelerator"] == "GPU"
     assert f"colab.research.google.com/github/{config.REPO_URL.split('github.com/')[1]}/blob/main/notebooks/{path.name}" in "".join(nb["cells"][0]["source"])
     for cell in cells:
