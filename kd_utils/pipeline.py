@@ -232,7 +232,6 @@ PREDICTIONS_FILE = reporting.PREDICTIONS_FILE
 #: Bumped when what decides a run's result changes in the code (not in its
 #: configuration), so that runs of older code are not reused.
 RUN_FORMAT = 2
-_OLD_LAYOUT_NOTED: set = set()
 
 
 def _run(profile: config.Profile, name: str, run_config: dict, manifest_hash: str, teacher: str | None = None):
@@ -240,13 +239,7 @@ def _run(profile: config.Profile, name: str, run_config: dict, manifest_hash: st
     run's key and the manifest's content hash; the folder is derived from it."""
     key = training.run_key({"format": RUN_FORMAT, "config": run_config, "manifest": manifest_hash,
                             "teacher": teacher})
-    root = config.artifacts_dir(profile)
-    old = [d for d in ("teacher", "students") if (root / d).is_dir()]
-    if old and root not in _OLD_LAYOUT_NOTED:
-        _OLD_LAYOUT_NOTED.add(root)
-        storage.notice(f"ignoring {', '.join(d + '/' for d in old)} in {root}: runs from before run keys "
-                       "(delete them to free the space).")
-    return key, root / "runs" / f"{name}-{key}"
+    return key, config.artifacts_dir(profile) / "runs" / f"{name}-{key}"
 
 
 #: Added to the profile's seed to draw a teacher's pretraining images

@@ -139,18 +139,6 @@ def test_a_run_another_live_process_writes_is_left_alone(tiny):
         other.wait()
 
 
-def test_folders_from_before_run_keys_are_ignored_with_one_notice(tiny, capsys):
-    profile, manifest = tiny
-    old = config.artifacts_dir(profile) / "students" / "dsnet_T10_a0.1_b32_s1"
-    old.mkdir(parents=True)
-    (old / "record.json").write_text("{")
-    pipeline._OLD_LAYOUT_NOTED.clear()
-    pipeline.distill_student(profile, manifest, dsnet_teacher(0), verbose=0)
-    pipeline.distill_student(profile, manifest, dsnet_teacher(0), alpha=1.0, verbose=0)
-    notes = [line for line in capsys.readouterr().out.splitlines() if "before run keys" in line]
-    assert len(notes) == 1 and "students/" in notes[0]
-
-
 @pytest.fixture
 def saved_manifest(tmp_path):
     profile = config.get_profile("smoke", image_size=32, synthetic_per_class=30)
