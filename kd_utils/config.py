@@ -224,6 +224,18 @@ class Profile:
     #: every epoch. Its logits for the students are computed on the images as
     #: they are, which is what the students see.
     teacher_augment: bool = False
+    #: Train the teacher (``robust_teacher``) or the students
+    #: (``robust_students``) on views that break the dataset's shortcuts:
+    #: the symmetries plus zoom in and out, black fields, dark corners and
+    #: intensity, contrast and hue jitter, for both classes alike
+    #: (:func:`kd_utils.data.robust_view`). The teacher's logits stay those
+    #: of the images as they are: a soft label per image, not per view.
+    robust_teacher: bool = False
+    robust_students: bool = False
+    #: Every model starts with colour constancy (Shades of Gray, p = 6,
+    #: :class:`kd_utils.models.ShadesOfGray`), which travels with the model
+    #: into ``predict``, ``evaluate`` and the TFLite export.
+    color_constancy: bool = False
     #: The data source's folder; ``None``: the source's default in ``$KD_DATA_DIR``.
     data_root: str | None = None
     #: The data folder and the weights files are stand-ins that

@@ -71,6 +71,47 @@ class Preprocess(layers.Layer):
         return {**super().get_config(), "mode": self.mode}
 
 
+@keras.saving.register_keras_serializable(package="kd_utils")
+class ShadesOfGray(layers.Layer):
+    """Colour constancy inside the model (Finlayson and Trezzi, 2004). No weights.
+
+    Each image's illuminant is estimated per channel as the ``p``-norm mean
+    of its pixels (p = 1 is grey world, p -> infinity white patch; 6 as the
+    ISIC 2019 winners used) and divided out, scaled so that a grey
+    illuminant changes nothing: a colour cast of the camera or the light is
+    removed, the lesion's own colours relative to its skin are kept. Raw
+    [0, 255] in, [0, 255] out; computed in float32 whatever the dtype policy
+    (255 ** 6 overflows float16). Inside the model, so that ``predict``,
+    ``evaluate`` and the TFLite export apply it too.
+    """
+
+    def __init__(self, p: float = 6.0, **kwargs):
+        super().__init__(**kwargs)
+        if not p >= 1:
+            raise ValueError(f"p must be at least 1, got {p!r}.")
+        self.p = float(p)
+
+    def call(self, inputs):
+        x = ops.cast(inputs, "float32") / 255.0
+        illuminant = ops.power(ops.mean(ops.power(x, self.p), axis=(1, 2), keepdims=True) + 1e-12, 1.0 / self.p)
+        grey = ops.sqrt(ops.mean(ops.square(illuminant), axis=-1, keepdims=True))  # (1, 1, 1) -> 1
+        x = ops.clip(x * grey / (illuminant + 1e-6), 0.0, 1.0) * 255.0
+        return ops.cast(x, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "p": self.p}
+
+
+def _raw_input(image_size: int, color_constancy: bool):
+    """``(inputs, x)``: the model's uint8-range image input and, with
+    ``color_constancy``, that image after :class:`ShadesOfGray`."""
+    inputs = _input(image_size)
+    return inputs, ShadesOfGray(name="shades_of_gray")(inputs) if color_constancy else inputs
+
+
 @dataclasses.dataclass(frozen=True)
 class StudentSpec:
     """How to build one keras.applications backbone."""
@@ -180,37 +221,39 @@ def build_student(
     image_size: int = 224,
     weights: str | None = None,
     dropout: float = 0.5,
+    color_constancy: bool = False,
 ) -> keras.Model:
     """A student by name: ``"DSNet"`` or one of :data:`BACKBONES`.
 
     keras.applications students get the teacher's head on top of the backbone
-    without its classifier.
+    without its classifier. ``color_constancy``: :class:`ShadesOfGray` first.
     """
     if name.lower() == "dsnet":
-        return build_dsnet(image_size)
+        return build_dsnet(image_size, color_constancy=color_constancy)
     if name not in BACKBONES:
         known = ", ".join(("DSNet", *BACKBONES))
         raise ValueError(f"Unknown student {name!r}; expected one of: {known}.")
-    inputs = _input(image_size)
-    x = Preprocess(BACKBONES[name].preprocess, name="preprocess")(inputs)
+    inputs, x = _raw_input(image_size, color_constancy)
+    x = Preprocess(BACKBONES[name].preprocess, name="preprocess")(x)
     x = _backbone(name, image_size, weights)(x)
     outputs = _classifier_head(x, dropout)
     return keras.Model(inputs, outputs, name=name.lower())
 
 
 def build_teacher(
-    image_size: int = 224, weights: str | None = "imagenet", dropout: float = 0.5
+    image_size: int = 224, weights: str | None = "imagenet", dropout: float = 0.5, color_constancy: bool = False
 ) -> keras.Model:
     """The paper's teacher: ResNet50 + GAP + Dropout(0.5) + BN + Dense(2).
 
     At 224x224: 23,600,002 parameters, 23,542,786 trainable.
     """
-    model = build_student("ResNet50", image_size=image_size, weights=weights, dropout=dropout)
+    model = build_student("ResNet50", image_size=image_size, weights=weights, dropout=dropout,
+                          color_constancy=color_constancy)
     model.name = "teacher_resnet50"
     return model
 
 
-def build_dsnet(image_size: int = 224, dropout: float = 0.25) -> keras.Model:
+def build_dsnet(image_size: int = 224, dropout: float = 0.25, color_constancy: bool = False) -> keras.Model:
     """DSNet exactly as the paper: three valid 3x3 convolutions, 268,898 params at 224.
 
     Conv(128)-MaxPool-Conv(64)-MaxPool-Conv(32)-Dropout(0.25)-Flatten-Dense(2).
@@ -218,8 +261,8 @@ def build_dsnet(image_size: int = 224, dropout: float = 0.25) -> keras.Model:
     """
     if image_size < DSNET_MIN_SIZE:
         raise ValueError(f"DSNet needs images of at least {DSNET_MIN_SIZE}x{DSNET_MIN_SIZE}; got {image_size}.")
-    inputs = _input(image_size)
-    x = Preprocess("unit", name="preprocess")(inputs)
+    inputs, x = _raw_input(image_size, color_constancy)
+    x = Preprocess("unit", name="preprocess")(x)
     x = layers.Conv2D(128, 3, activation="relu", name="conv1")(x)
     x = layers.MaxPooling2D(2, name="pool1")(x)
     x = layers.Conv2D(64, 3, activation="relu", name="conv2")(x)

@@ -81,7 +81,7 @@ def control_logits(logits: np.ndarray, control: str | None, seed: int) -> np.nda
 
 
 def datasets(profile: config.Profile, manifest: data.Manifest, batch_size: int | None = None, teacher=None,
-             teacher_control: str | None = None, augment: bool = False):
+             teacher_control: str | None = None, augment: str | None = None):
     """``(train, val, test)`` tf.data pipelines at the profile's image size.
 
     ``train`` is an :class:`~kd_utils.data.EpochDataset` (``train.for_epoch(k)``):
@@ -90,8 +90,10 @@ def datasets(profile: config.Profile, manifest: data.Manifest, batch_size: int |
     validation batches carry its precomputed logits (inputs are not
     augmented, so they are the same every epoch): the teacher runs once per
     split instead of once per epoch and run. ``teacher_control`` replaces
-    those logits by a control's (:func:`control_logits`). ``augment`` flips
-    and turns the training images (:func:`kd_utils.data.dihedral`; the teacher's).
+    those logits by a control's (:func:`control_logits`). ``augment``
+    (``"dihedral"`` or ``"robust"``, :data:`kd_utils.data.AUGMENTATIONS`)
+    draws new views of the training images every epoch; the teacher's logits
+    stay those of the images as they are.
     """
     batch_size = batch_size or profile.batch_size
 
@@ -103,7 +105,7 @@ def datasets(profile: config.Profile, manifest: data.Manifest, batch_size: int |
 
     return tuple(
         data.make_dataset(manifest, split, profile.image_size, batch_size, seed=profile.seed, per_epoch=True,
-                          teacher_logits=logits(split), augment=augment and split == "train")
+                          teacher_logits=logits(split), augment=augment if split == "train" else None)
         for split in data.SPLITS
     )
 
@@ -275,8 +277,25 @@ def pretraining_data(profile: config.Profile) -> data.Manifest:
     return manifest
 
 
-#: How a teacher with ``teacher_augment`` sees its training images, in its run's configuration.
+#: How a model trained on augmented views sees its training images, in its run's configuration.
 TEACHER_AUGMENT = "dihedral (flips and 90-degree turns), every epoch"
+ROBUST_AUGMENT = ("robust views (symmetries, zoom 0.75-1.33, black field or dark corners 25% each, "
+                  "intensity/contrast x0.8-1.2, hue +-0.04), every epoch")
+#: What a profile with ``color_constancy`` puts first in every model, in its runs' configuration.
+COLOR_CONSTANCY = "Shades of Gray, p = 6"
+
+
+def teacher_augment(profile: config.Profile) -> str | None:
+    """The views the profile's teacher trains on (:data:`kd_utils.data.AUGMENTATIONS`)."""
+    return "robust" if profile.robust_teacher else ("dihedral" if profile.teacher_augment else None)
+
+
+def _view_config(augment: str | None, profile: config.Profile) -> dict:
+    """What a run's configuration (and so its key) says about its views and colour
+    constancy: nothing when both are off, so runs without them keep their keys."""
+    described = {None: None, "dihedral": TEACHER_AUGMENT, "robust": ROBUST_AUGMENT}[augment]
+    return {**({"augment": described} if described else {}),
+            **({"color_constancy": COLOR_CONSTANCY} if profile.color_constancy else {})}
 
 
 def _pretrain_run(profile: config.Profile, manifest_hash: str):
@@ -293,7 +312,7 @@ def _pretrain_run(profile: config.Profile, manifest_hash: str):
         "learning_rate_schedule": "cosine decay to 0 over the run",
         "bn_momentum": profile.teacher_bn_momentum,
         "seed": profile.seed,
-        **({"augment": TEACHER_AUGMENT} if profile.teacher_augment else {}),
+        **_view_config(teacher_augment(profile), profile),
         **accelerator_options(profile),
         **execution_options(profile),
     }
@@ -319,8 +338,7 @@ def _teacher_run(profile: config.Profile, manifest_hash: str, pretraining_hash: 
     }
     if profile.teacher_bn_momentum is not None:
         run_config["bn_momentum"] = profile.teacher_bn_momentum
-    if profile.teacher_augment:
-        run_config["augment"] = TEACHER_AUGMENT
+    run_config.update(_view_config(teacher_augment(profile), profile))
     if pretrained:
         run_config["pretrained_from"] = _pretrain_run(
             profile, pretraining_hash or pretraining_data(profile).content_hash)[0]
@@ -331,7 +349,7 @@ SOFT_LOSSES = {"ce": "CategoricalCrossentropy", "kl": "SoftKLDivergence"}
 
 
 def _student_run(profile, manifest_hash, teacher, student="DSNet", *, temperature=None, alpha=None,
-                 batch_size=None, scale_by_t2=False, soft_loss="ce", seed=None, teacher_control=None):
+                 batch_size=None, scale_by_t2=False, soft_loss="ce", seed=None, teacher_control=None, robust=None):
     """``(key, folder, config)`` of one student run; ``teacher`` is the teacher's key.
 
     ``alpha = 1`` is the run without the teacher (the no-distillation baseline);
@@ -370,6 +388,7 @@ def _student_run(profile, manifest_hash, teacher, student="DSNet", *, temperatur
         "scale_by_t2": scale_by_t2,
         "soft_loss": soft_loss,
         "teacher_control": teacher_control,
+        **_view_config("robust" if (profile.robust_students if robust is None else robust) else None, profile),
         **accelerator_options(profile),
         **execution_options(profile),
     }
@@ -450,7 +469,8 @@ def _mark(model: keras.Model, key: str, run_dir: Path) -> keras.Model:
 
 def _new_teacher(profile: config.Profile) -> keras.Model:
     """The paper's teacher, with the profile's batch-norm momentum."""
-    teacher = models.build_teacher(profile.teacher_size, weights=profile.weights)
+    teacher = models.build_teacher(profile.teacher_size, weights=profile.weights,
+                                   color_constancy=profile.color_constancy)
     if profile.teacher_bn_momentum is not None:
         for layer in teacher._flatten_layers():
             if isinstance(layer, keras.layers.BatchNormalization):
@@ -468,7 +488,7 @@ def _teacher_builder(profile, manifest, strategy, learning_rate, start: dict | N
     def build(batching):
         _release_memory()
         training.set_seeds(profile.seed)
-        splits = datasets(profile.teacher_view(), manifest, batching.micro_batch, augment=profile.teacher_augment)
+        splits = datasets(profile.teacher_view(), manifest, batching.micro_batch, augment=teacher_augment(profile))
         with _build_scope(strategy, accel.get("mixed_precision", False)):
             teacher = _new_teacher(profile)
             if start:
@@ -551,6 +571,7 @@ def distill_student(
     soft_loss: str = "ce",
     seed: int | None = None,
     teacher_control: str | None = None,
+    robust: bool | None = None,
     verbose: int = 2,
     strategy=None,
 ):
@@ -567,13 +588,14 @@ def distill_student(
     ``"shuffled"``) trains the same student with the same loss on a control's
     soft targets (:func:`control_logits`). Every run with a teacher records
     its fidelity to the real teacher on the test split (top-1 agreement and
-    KL at T = 1).
+    KL at T = 1). ``robust`` (default: the profile's ``robust_students``)
+    trains the student on :func:`kd_utils.data.robust_view` views.
     """
     teacher_id = teacher_key(teacher)
     key, run_dir, run_config = _student_run(
         profile, manifest.content_hash, teacher_id, student, temperature=temperature, alpha=alpha,
         batch_size=batch_size, scale_by_t2=scale_by_t2, soft_loss=soft_loss, seed=seed,
-        teacher_control=teacher_control)
+        teacher_control=teacher_control, robust=robust)
     accel = accelerator_options(profile)
     c = run_config
 
@@ -581,9 +603,10 @@ def distill_student(
         _release_memory()
         training.set_seeds(c["seed"])
         splits = datasets(profile, manifest, batching.micro_batch, teacher=teacher,
-                          teacher_control=c["teacher_control"])
+                          teacher_control=c["teacher_control"], augment="robust" if "augment" in c else None)
         with _build_scope(strategy, accel.get("mixed_precision", False)):
-            model = models.build_student(student, profile.image_size, weights=c["weights"])
+            model = models.build_student(student, profile.image_size, weights=c["weights"],
+                                         color_constancy=profile.color_constancy)
             distiller = Distiller(student=model, teacher=None)
             distiller.compile(
                 optimizer=_optimizer(c["learning_rate"], accel.get("mixed_precision", False),

@@ -359,7 +359,7 @@ def _symmetries(image):
 
 def test_augmented_epochs_are_symmetries_of_the_same_images_drawn_reproducibly(tiny_manifest):
     plain = data.make_dataset(tiny_manifest, "train", 32, 16, seed=3, per_epoch=True)
-    augmented = data.make_dataset(tiny_manifest, "train", 32, 16, seed=3, per_epoch=True, augment=True)
+    augmented = data.make_dataset(tiny_manifest, "train", 32, 16, seed=3, per_epoch=True, augment="dihedral")
 
     def epoch(ds, k):
         xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in ds.for_epoch(k)])
@@ -377,7 +377,38 @@ def test_augmented_epochs_are_symmetries_of_the_same_images_drawn_reproducibly(t
     a1, _ = epoch(augmented, 1)
     assert not np.array_equal(a1, x1) and not np.array_equal(a0, a1)
     with pytest.raises(ValueError, match="augment needs a shuffled per-epoch training split"):
-        data.make_dataset(tiny_manifest, "val", 32, 16, augment=True)
+        data.make_dataset(tiny_manifest, "val", 32, 16, augment="dihedral")
+    with pytest.raises(ValueError, match="augment must be one of"):
+        data.make_dataset(tiny_manifest, "train", 32, 16, per_epoch=True, augment="flips")
+
+
+def test_robust_views_keep_size_and_dtype_and_are_drawn_reproducibly():
+    """Same (seed, index): the same view; over many views each change of the
+    battery shows up - black around a shrunk image, a black field, darker
+    corners, brighter and darker exposures - and most views differ from the image."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    image = tf.constant(rng.integers(90, 200, size=(48, 48, 3)).astype(np.uint8))
+    views = np.stack([data.robust_view(image, 5, i).numpy() for i in range(200)])
+    assert views.shape == (200, 48, 48, 3) and views.dtype == np.uint8
+    assert np.array_equal(views[7], data.robust_view(image, 5, 7).numpy())
+    assert not np.array_equal(views[7], data.robust_view(image, 6, 7).numpy())
+    corner = views[:, :3, :3].reshape(200, -1).max(axis=1)
+    middle = views[:, 22:26, 22:26].mean(axis=(1, 2, 3))
+    assert 0.15 < np.mean(corner == 0) < 0.7  # black corners: zoomed out, or a circular field
+    assert np.all(middle > 40)  # the centre (the lesion's place) is never blacked out
+    original = image.numpy()[22:26, 22:26].mean()
+    assert middle.min() < 0.9 * original and middle.max() > 1.1 * original  # exposure both ways
+    assert np.mean([not np.array_equal(v, image.numpy()) for v in views]) > 0.95
+
+
+def test_robust_epochs_are_reproducible_for_exact_resume(tiny_manifest):
+    augmented = data.make_dataset(tiny_manifest, "train", 32, 16, seed=3, per_epoch=True, augment="robust")
+    first = np.concatenate([x.numpy() for x, _ in augmented.for_epoch(2)])
+    again = np.concatenate([x.numpy() for x, _ in augmented.for_epoch(2)])
+    other = np.concatenate([x.numpy() for x, _ in augmented.for_epoch(3)])
+    assert np.array_equal(first, again) and not np.array_equal(first, other)
 
 
 def test_the_teacher_run_records_its_augmentation_and_students_keep_their_keys():

@@ -277,3 +277,15 @@ def test_export_refuses_a_run_whose_test_predictions_are_damaged(trained, tmp_pa
     err = capsys.readouterr().err
     assert code == 2 and "test_predictions.npz does not match the checksum" in err and "Traceback" not in err
     assert sorted(p.name for p in run.iterdir()) == ["best.keras", "record.json", "test_predictions.npz"]
+
+
+def test_colour_constancy_travels_into_the_tflite_export(tmp_path):
+    """A model with Shades of Gray first: the .tflite file applies it too, so
+    its logits on a colour-cast image are the Keras model's."""
+    keras.utils.set_random_seed(0)
+    model = models.build_dsnet(SIZE, color_constancy=True)
+    path = deploy.export_tflite(model, tmp_path / "sog.tflite", "none")
+    images = np.random.default_rng(2).integers(0, 256, size=(4, SIZE, SIZE, 3)).astype(np.uint8)
+    images[..., 0] = np.minimum(255, images[..., 0].astype(int) * 5 // 4)  # a red cast
+    expected = np.asarray(model(images.astype(np.float32)))
+    np.testing.assert_allclose(deploy.load_model(path).predict_logits(images), expected, atol=1e-4)

@@ -117,3 +117,43 @@ def test_missing_imagenet_weights_give_a_clear_error(monkeypatch):
         models.build_teacher(64, weights="imagenet")
     assert "run where" in str(info.value)
     assert "URL fetch failure" in str(info.value.__cause__)
+
+
+def _shades_of_gray(images, p=6.0):
+    """Shades of Gray by hand, in NumPy: the p-norm mean per channel divided out."""
+    x = images.astype(np.float64) / 255.0
+    illuminant = np.mean(x ** p, axis=(1, 2), keepdims=True) ** (1.0 / p)
+    grey = np.sqrt(np.mean(illuminant ** 2, axis=-1, keepdims=True))
+    return np.clip(x * grey / illuminant, 0.0, 1.0) * 255.0
+
+
+def test_shades_of_gray_removes_a_colour_cast_and_leaves_a_grey_light_alone():
+    rng = np.random.default_rng(0)
+    skin = rng.uniform(60, 180, size=(2, 16, 16, 3)).astype(np.float32)
+    layer = models.ShadesOfGray()
+    out = np.asarray(layer(skin))
+    np.testing.assert_allclose(out, _shades_of_gray(skin), rtol=1e-4, atol=1e-3)
+    grey_light = np.repeat(skin[..., :1], 3, axis=-1)  # equal channels: nothing to correct
+    np.testing.assert_allclose(np.asarray(layer(grey_light)), grey_light, atol=1e-2)
+    cast = skin * np.array([1.15, 1.0, 0.8], np.float32)  # a warm light
+    fixed, plain = np.asarray(layer(cast)), out
+    # The cast is gone: the channels' ratios are the uncast image's (up to one brightness factor).
+    np.testing.assert_allclose(fixed / fixed.mean(axis=(1, 2, 3), keepdims=True),
+                               plain / plain.mean(axis=(1, 2, 3), keepdims=True), rtol=1e-3)
+    with pytest.raises(ValueError, match="p must be at least 1"):
+        models.ShadesOfGray(p=0.5)
+
+
+def test_colour_constancy_is_a_layer_of_the_saved_model_with_no_parameters(tmp_path):
+    plain = models.build_dsnet(224)
+    model = models.build_dsnet(224, color_constancy=True)
+    assert model.layers[1].name == "shades_of_gray" and model.count_params() == plain.count_params() == 268_898
+    keras.utils.set_random_seed(0)
+    small = models.build_dsnet(32, color_constancy=True)
+    path = tmp_path / "dsnet.keras"
+    small.save(path)
+    again = keras.saving.load_model(path)
+    images = np.random.default_rng(1).integers(0, 256, size=(3, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(again(images)), np.asarray(small(images)), atol=1e-6)
+    teacher = models.build_teacher(32, weights=None, color_constancy=True)
+    assert teacher.get_layer("shades_of_gray") is not None

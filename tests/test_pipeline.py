@@ -286,3 +286,30 @@ def test_a_teacher_at_a_larger_size_trains_and_teaches_a_smaller_student(tiny_ma
     assert 0.0 <= srecord["test"]["fidelity"]["agreement"] <= 1.0
     again, _ = pipeline.train_teacher(profile, tiny_manifest, verbose=0)  # found, not retrained
     assert again.input_shape[1:3] == (48, 48)
+
+
+def test_robust_views_and_colour_constancy_are_part_of_the_runs_and_their_keys(tiny_manifest, artifacts):
+    """Off (every profile today), runs keep the keys they had; on, the teacher
+    and the students train on robust views with Shades of Gray inside the
+    model, a student can be trained without the views under a key of its own
+    (a robust teacher into a plain student), and the teacher's logits are
+    those of the images as they are."""
+    plain = config.get_profile("smoke", image_size=32, batch_size=32, seeds=(1,), student_epochs=1)
+    assert pipeline._view_config(None, plain) == {}
+    assert "augment" not in pipeline._student_run(plain, "m", "t")[2]
+    profile = plain.replace(robust_teacher=True, robust_students=True, color_constancy=True)
+    teacher_config = pipeline._teacher_run(profile, "m")[2]
+    assert teacher_config["augment"] == pipeline.ROBUST_AUGMENT
+    assert teacher_config["color_constancy"] == pipeline.COLOR_CONSTANCY
+    assert pipeline._teacher_run(profile, "m")[0] != pipeline._teacher_run(plain, "m")[0]
+    teacher, record = pipeline.train_teacher(profile, tiny_manifest, verbose=0)
+    assert teacher.get_layer("shades_of_gray") and record["config"]["augment"] == pipeline.ROBUST_AUGMENT
+    images = np.stack([keras.ops.convert_to_numpy(pipeline.data.load_image(p, 32))
+                       for p in tiny_manifest.split("val").path])
+    assert np.allclose(pipeline.teacher_logits(profile, tiny_manifest, teacher, "val"),
+                       teacher.predict(images, verbose=0), atol=1e-4)
+    student, robust = pipeline.distill_student(profile, tiny_manifest, teacher, verbose=0)
+    _, without = pipeline.distill_student(profile, tiny_manifest, teacher, robust=False, verbose=0)
+    assert student.get_layer("shades_of_gray") and robust["config"]["augment"] == pipeline.ROBUST_AUGMENT
+    assert "augment" not in without["config"] and without["key"] != robust["key"]
+    assert without["config"]["color_constancy"] == pipeline.COLOR_CONSTANCY
