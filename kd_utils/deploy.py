@@ -400,6 +400,8 @@ class TFLiteRunner:
         self.output_dtype = np.dtype(self._output["dtype"])
         self.output_quantization = tuple(self._output["quantization"])
         self._batch = shape[0]
+        #: The file's last operation is a softmax: it gives probabilities (see ``KerasRunner``).
+        self.probabilities = _ends_in_softmax_op(self.interpreter, self._output["index"])
 
     def _quantize(self, batch: np.ndarray) -> np.ndarray:
         dtype = self.input_dtype
@@ -431,7 +433,18 @@ class TFLiteRunner:
         """Float32 logits ``(n, 2)`` for uint8 raw-pixel images, any batch size."""
         batch = self._quantize(_as_batch(images, self.image_size))
         out = [self._dequantize(self._invoke(batch[i : i + batch_size])) for i in range(0, len(batch), batch_size)]
-        return np.concatenate(out) if out else np.zeros((0, 2), np.float32)
+        logits = np.concatenate(out) if out else np.zeros((0, 2), np.float32)
+        return np.log(np.clip(logits, 1e-12, 1.0)).astype(np.float32) if self.probabilities else logits
+
+
+def _ends_in_softmax_op(interpreter, output_index: int) -> bool:
+    """Whether a SOFTMAX operation writes the interpreter's output tensor."""
+    try:
+        operations = interpreter._get_ops_details()
+    except AttributeError:  # an interpreter without it: read the output as logits, as before
+        return False
+    return any(op.get("op_name") == "SOFTMAX" and output_index in list(op.get("outputs", ()))
+               for op in operations)
 
 
 def load_model(path, num_threads: int | None = None):

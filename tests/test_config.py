@@ -244,7 +244,8 @@ def test_the_notebook_setup_on_colab_and_elsewhere(monkeypatch, capsys):
     mounted = []
     drive = types.SimpleNamespace(mount=mounted.append)
     for name in ("KD_ARTIFACTS", "KD_RESULTS", "KD_ROOT"):
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "set")  # recorded, so that what the Colab branch sets is undone after the test
+        monkeypatch.delenv(name)
     profile, results = notebook.start("smoke", use_drive=True)
     assert profile.name == "smoke" and results == config.results_dir(profile)
     assert "USE_DRIVE is for Colab" in capsys.readouterr().out and "KD_ARTIFACTS" not in os.environ

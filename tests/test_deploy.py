@@ -239,6 +239,11 @@ def test_a_model_that_ends_in_softmax_gives_its_own_probabilities(trained, image
     dense = keras.Sequential([keras.Input((SIZE, SIZE, 3)), keras.layers.Flatten(),
                               keras.layers.Dense(2, activation="softmax")])
     assert deploy.ends_in_softmax(dense)
+    # The same model as a .tflite file: its last operation is a softmax, read as probabilities too.
+    tflite = deploy.export_tflite(probabilities, tmp_path / "with_softmax.tflite", "none")
+    results = deploy.predict_paths([image_dir / "a_good.png", image_dir / "d_large.jpeg"], tflite)
+    assert [r.malignant_probability for r in results] == pytest.approx(expected, abs=1e-4)
+    assert not deploy.load_model(trained["tflite"]["none"]).probabilities  # logits stay logits
 
 
 def test_export_writes_all_of_its_files_or_none(trained, tmp_path, monkeypatch, capsys):
