@@ -927,6 +927,28 @@ def load_student(profile, student="DSNet", *, temperature=None, alpha=None, batc
     return _loaded(run_dir, record, profile, manifest)
 
 
+def compared_models(profile: config.Profile, manifest, teacher, teacher_record: dict, chosen: dict) -> dict:
+    """The models notebook 06 scores beyond the test split, ``{name: [record per run]}``:
+    the teacher, DSNet and each large student distilled (``chosen`` settings)
+    and without the teacher. A profile whose teacher trains on robust views
+    (``robust_teacher``) while its students do too adds DSNet trained without
+    the views, distilled from that teacher and without it: whether
+    distillation passes the teacher's robustness on. Runs finished by
+    notebooks 03-05 are loaded; the extra ones are trained here."""
+    groups = {"Teacher ResNet50": [teacher_record],
+              "DSNet distilled": repeat(profile, manifest, teacher, **chosen),
+              "DSNet without teacher": repeat(profile, manifest, teacher, alpha=1.0)}
+    if profile.robust_teacher and profile.robust_students:
+        groups["DSNet distilled, trained without the views"] = repeat(profile, manifest, teacher, robust=False,
+                                                                        **chosen)
+        groups["DSNet without teacher, trained without the views"] = repeat(profile, manifest, teacher, alpha=1.0,
+                                                                              robust=False)
+    for name in profile.students:
+        groups[f"{name} distilled"] = repeat(profile, manifest, teacher, name, **chosen)
+        groups[f"{name} without teacher"] = repeat(profile, manifest, teacher, name, alpha=1.0)
+    return groups
+
+
 def final_student_path(profile: config.Profile, student: str = "DSNet", *, manifest=None, teacher=None) -> Path:
     """The ``.keras`` file of the student to deploy: the temperature and alpha
     chosen on validation (notebook 04) and, of its seeds, the one with the

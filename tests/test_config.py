@@ -28,7 +28,7 @@ def test_profile_from_environment(monkeypatch):
     monkeypatch.setenv("KD_PROFILE", "smoke")
     assert config.get_profile().name == "smoke"
     monkeypatch.setenv("KD_PROFILE", "gpu")
-    with pytest.raises(ValueError, match="Unknown profile 'gpu': expected one of paper, kaggle-cpu, cpu, smoke"):
+    with pytest.raises(ValueError, match="Unknown profile 'gpu': expected one of paper, kaggle-cpu, kaggle-cpu-robust, cpu, smoke"):
         config.get_profile()
 
 

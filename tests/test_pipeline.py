@@ -313,3 +313,23 @@ def test_robust_views_and_colour_constancy_are_part_of_the_runs_and_their_keys(t
     assert student.get_layer("shades_of_gray") and robust["config"]["augment"] == pipeline.ROBUST_AUGMENT
     assert "augment" not in without["config"] and without["key"] != robust["key"]
     assert without["config"]["color_constancy"] == pipeline.COLOR_CONSTANCY
+
+
+def test_notebook_06_compares_the_plain_students_of_a_robust_teacher(monkeypatch):
+    """With a robust teacher and robust students, DSNet trained without the
+    views is added, distilled and not; otherwise the groups are the usual ones."""
+    calls = []
+    monkeypatch.setattr(pipeline, "repeat", lambda p, m, t, student="DSNet", **options:
+                        calls.append((student, options)) or [{"student": student, **options}])
+    chosen = {"temperature": 1.0, "alpha": 0.1, "scale_by_t2": False}
+    plain = config.get_profile("kaggle-cpu")
+    groups = pipeline.compared_models(plain, None, None, {"teacher": True}, chosen)
+    assert list(groups) == ["Teacher ResNet50", "DSNet distilled", "DSNet without teacher", "MobileNet distilled",
+                            "MobileNet without teacher", "EfficientNetB0 distilled", "EfficientNetB0 without teacher"]
+    assert not any("robust" in options for _, options in calls)
+    calls.clear()
+    groups = pipeline.compared_models(config.get_profile("kaggle-cpu-robust"), None, None, {}, chosen)
+    assert groups["DSNet distilled, trained without the views"] == [{"student": "DSNet", "robust": False, **chosen}]
+    assert groups["DSNet without teacher, trained without the views"] == [
+        {"student": "DSNet", "alpha": 1.0, "robust": False}]
+    assert sum("robust" in options for _, options in calls) == 2
