@@ -260,12 +260,12 @@ def machine_line() -> str:
 
 def sample_images(image_size: int) -> np.ndarray:
     """The bundled CC0 sample images at ``image_size`` (uint8), as the data pipeline reads them."""
-    from . import config, data
+    from . import batches, config
 
     paths = sorted(p for p in config.sample_dir().iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     if not paths:
         raise FileNotFoundError(f"No sample images in {config.sample_dir()}.")
-    return np.stack([data.load_image(str(p), image_size).numpy() for p in paths])
+    return np.stack([batches.load_image(str(p), image_size).numpy() for p in paths])
 
 
 def time_runner(runner, images: np.ndarray, s: Settings) -> dict[str, float]:
@@ -394,7 +394,7 @@ def training_measurements(s: Settings, work_dir, seed: int = 0, log=print) -> di
     """
     import keras
 
-    from . import data, evaluation, models
+    from . import batches, evaluation, models
     from .distillation import Distiller
 
     manifest = _synthetic_manifest(Path(work_dir) / "synthetic", s.train_per_class, s.train_size, seed)
@@ -413,17 +413,17 @@ def training_measurements(s: Settings, work_dir, seed: int = 0, log=print) -> di
     keras.utils.set_random_seed(seed)
     teacher = models.build_teacher(size, weights=None)
     log(f"  Distiller epoch with the live teacher ({n} images, {size}px, batch {batch}) ...")
-    live_ds = data.make_dataset(manifest, "train", size, batch, seed=seed)
+    live_ds = batches.make_dataset(manifest, "train", size, batch, seed=seed)
     live = epoch_seconds(Distiller(student=models.build_dsnet(size), teacher=teacher), live_ds)
     log("  teacher logits once, then Distiller epoch with precomputed logits ...")
     start = time.perf_counter()
-    ordered = data.make_dataset(manifest, "train", size, 128, shuffle=False, cache=False)
+    ordered = batches.make_dataset(manifest, "train", size, 128, shuffle=False, cache=False)
     logits = evaluation.predict(teacher, ordered).logits.astype("float32")
     teacher_pass = time.perf_counter() - start
-    pre_ds = data.make_dataset(manifest, "train", size, batch, seed=seed, teacher_logits=logits)
+    pre_ds = batches.make_dataset(manifest, "train", size, batch, seed=seed, teacher_logits=logits)
     precomputed = epoch_seconds(Distiller(student=models.build_dsnet(size), teacher=None), pre_ds)
     log("  input pipeline alone ...")
-    uncached = data.make_dataset(manifest, "train", size, batch, seed=seed, cache=False)
+    uncached = batches.make_dataset(manifest, "train", size, batch, seed=seed, cache=False)
     _images_per_second(uncached.take(1))  # builds the pipeline's functions
     pipeline_ips, _ = _images_per_second(uncached)
     cached_ips, _ = _images_per_second(pre_ds)  # filled during the Distiller epochs

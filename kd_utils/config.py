@@ -223,7 +223,7 @@ class Profile:
     #: ``keras.distillation`` needs one input shape). None: ``image_size``.
     teacher_image_size: int | None = None
     #: Train the teacher on flipped and turned copies of its images (the
-    #: square's eight symmetries, :func:`kd_utils.data.dihedral`), drawn anew
+    #: square's eight symmetries, :func:`kd_utils.batches.dihedral`), drawn anew
     #: every epoch. Its logits for the students are computed on the images as
     #: they are, which is what the students see.
     teacher_augment: bool = False
@@ -231,7 +231,7 @@ class Profile:
     #: (``robust_students``) on views that break the dataset's shortcuts:
     #: the symmetries plus zoom in and out, black fields, dark corners and
     #: intensity, contrast and hue jitter, for both classes alike
-    #: (:func:`kd_utils.data.robust_view`). The teacher's logits stay those
+    #: (:func:`kd_utils.batches.robust_view`). The teacher's logits stay those
     #: of the images as they are: a soft label per image, not per view.
     robust_teacher: bool = False
     robust_students: bool = False
@@ -434,7 +434,7 @@ PROFILES["colab"] = PROFILES["paper"].replace(name="colab", **COLAB_CHANGES)
 
 #: What ``kaggle-cpu-robust`` changes in ``kaggle-cpu``, and nothing else: the
 #: teacher and the students train on views that break the Kaggle images'
-#: shortcuts (frames, dark corners, exposure; :func:`kd_utils.data.robust_view`),
+#: shortcuts (frames, dark corners, exposure; :func:`kd_utils.batches.robust_view`),
 #: and every model starts with colour constancy (Shades of Gray). Chosen from
 #: the literature before any external number was looked at; the two
 #: profiles' results side by side are the before / after comparison.

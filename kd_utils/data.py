@@ -1,4 +1,4 @@
-"""Sources -> one validated manifest -> ``tf.data`` pipelines.
+"""A source's candidate files (:mod:`kd_utils.sources`) -> one validated manifest.
 
 Every source (``synthetic``, ``folder``, ``isic``, ``sample``) ends in the same
 :class:`Manifest`: one row per usable image with its ``path``, ``label``
@@ -13,8 +13,8 @@ Rules applied to every file:
 * grayscale, RGBA, palette, CMYK, 16-bit and formats TensorFlow cannot decode
   (TIFF, WebP, ...) are converted to an 8-bit RGB PNG in ``work_dir``; the
   manifest points at the converted copy and keeps ``original_path``;
-* images smaller than ``min_side`` (:data:`MIN_SIDE`, 32 px) on their short
-  side, or more elongated than :data:`MAX_ASPECT` (4:1), are excluded; images
+* images smaller than ``min_side`` (:data:`kd_utils.images.MIN_SIDE`, 32 px) on their short
+  side, or more elongated than :data:`kd_utils.images.MAX_ASPECT` (4:1), are excluded; images
   smaller than the training size are kept and noted as upscaled;
 * an EXIF orientation tag (phones, some cameras) is applied: such a file is
   stored upright as an 8-bit RGB PNG in ``work_dir``, as a viewer shows it
@@ -31,7 +31,8 @@ here, duplicate groups kept whole; a source with its own train/test folders
 keeps them with ``split="folders"`` and is pooled and re-split like the
 others with ``split="pooled"`` (the paper's way, the ``paper`` profile's
 choice). Validation is a stratified ``val_fraction`` (0.2) of train. All
-seeded.
+seeded. The manifest's images become ``tf.data`` pipelines in
+:mod:`kd_utils.batches`.
 """
 
 from __future__ import annotations
@@ -44,234 +45,23 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
-from . import config, storage, synthetic
+from . import config, sources, storage, synthetic
+from .images import (MIN_SIDE, exif_orientation, hamming_matrix, perceptual_hash, shown_size, size_problem,
+                     upright_rgb8)
+from .sources import Candidate, DataError, Report
 
 CLASS_NAMES = synthetic.CLASS_NAMES  # ("benign", "malignant"): label 0, label 1
 SPLITS = ("train", "val", "test")
-SOURCES = ("synthetic", "folder", "isic", "sample")
 MANIFEST_COLUMNS = ("path", "label", "split", "sha1", "phash", "width", "height", "original_path", "note")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 #: Formats and modes the tf.data decoder reads as they are.
 _DIRECT_FORMATS = {"JPEG", "PNG"}
-_ISIC_LABEL_COLUMNS = ("benign_malignant", "diagnosis_1")
-#: Shortest usable side in pixels: smaller images are excluded from training
-#: (``build_manifest(min_side=...)``) and refused by ``predict``.
-MIN_SIDE = 32
-#: Longest usable side / shortest side: a more elongated image would be
-#: squashed out of shape by the square resize; excluded and refused likewise.
-MAX_ASPECT = 4.0
-_EXIF_ORIENTATION = 0x0112
 
-
-class DataError(ValueError):
-    """The data cannot be used; the message says what was expected and how to fix it."""
 
 
 class ImagesChanged(DataError):
     """Images on disk no longer match the sha1 the manifest holds for them."""
-
-
-# --------------------------------------------------------------------------- candidates
-
-
-@dataclasses.dataclass(frozen=True)
-class Candidate:
-    """A file a source proposes, before validation."""
-
-    path: Path
-    label: int
-    split: str | None = None  # the source's own split, when it has one
-
-
-@dataclasses.dataclass
-class Report:
-    """Files converted or excluded while building a manifest."""
-
-    rows: list = dataclasses.field(default_factory=list)
-
-    def add(self, path, status: str, reason: str) -> None:
-        self.rows.append({"path": str(path), "status": status, "reason": reason})
-
-    def frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.rows, columns=["path", "status", "reason"])
-
-    def paths(self) -> set[str]:
-        return {row["path"] for row in self.rows}
-
-    def excluded(self) -> pd.DataFrame:
-        frame = self.frame()
-        return frame[frame.status == "excluded"].reset_index(drop=True)
-
-
-def _class_dirs(folder: Path) -> dict[str, Path]:
-    """Sub-folders of ``folder`` by lower-case name."""
-    return {p.name.lower(): p for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.startswith(".")}
-
-
-def _files_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file())
-
-
-def _folder_candidates(root: Path, report: Report) -> list[Candidate]:
-    """``root/{benign,malignant}`` or ``root/{train,test}/{benign,malignant}``."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(
-            f"Data folder {root} does not exist. Expected a folder with benign/ and malignant/ "
-            "sub-folders (optionally under train/ and test/). Download the dataset first or "
-            "set KD_DATA_DIR."
-        )
-    subdirs = _class_dirs(root)
-    # A zip often unpacks into one extra folder level: look through it.
-    while len(subdirs) == 1 and not (set(subdirs) & {"train", "test", *CLASS_NAMES}):
-        root = next(iter(subdirs.values()))
-        subdirs = _class_dirs(root)
-    if "train" in subdirs or "test" in subdirs:
-        missing = [s for s in ("train", "test") if s not in subdirs]
-        if missing:
-            raise DataError(
-                f"{root} has a {'train' if 'test' in missing else 'test'}/ folder but no "
-                f"{missing[0]}/ folder. Provide both train/ and test/, or put benign/ and "
-                "malignant/ directly in the folder to let the project split it."
-            )
-        groups = [(split, subdirs[split]) for split in ("train", "test")]
-        for name, path in subdirs.items():
-            if name not in ("train", "test"):
-                report.add(path, "excluded", "unknown folder (expected train/ and test/)")
-    else:
-        groups = [(None, root)]
-    candidates = []
-    for split, folder in groups:
-        classes = _class_dirs(folder)
-        found = ", ".join(f"{n}/" for n in classes) or "no sub-folders"
-        missing = [c for c in CLASS_NAMES if c not in classes]
-        if missing:
-            raise DataError(
-                f"Expected class folders benign/ and malignant/ in {folder}, found {found}; "
-                f"missing: {', '.join(missing)}. Put each image in the folder of its class."
-            )
-        for name, path in classes.items():
-            if name not in CLASS_NAMES:
-                report.add(path, "excluded", f"unknown class folder {path.name!r} (expected benign or malignant)")
-        for label, name in enumerate(CLASS_NAMES):
-            for file in _files_in(classes[name]):
-                candidates.append(Candidate(file, label, split))
-        for file in folder.iterdir():  # READMEs, licences, metadata are not reported
-            if file.is_file() and file.suffix.lower() in IMAGE_SUFFIXES:
-                report.add(file, "excluded", "image outside a class folder")
-    return candidates
-
-
-def _isic_label(value) -> int | None:
-    text = str(value).strip().lower() if isinstance(value, str) else ""
-    return {"benign": 0, "malignant": 1}.get(text)
-
-
-def _isic_candidates(root: Path, report: Report) -> list[Candidate]:
-    """Images written by ``isic image download`` with their ``metadata.csv``."""
-    root = Path(root)
-    meta_path = root / "metadata.csv"
-    if not meta_path.is_file():
-        raise DataError(
-            f"No metadata.csv in {root}. Download with `isic image download --search ... DIR` "
-            "(or `python -m kd_utils download --source isic --out DIR`), which writes the images and metadata.csv."
-        )
-    meta = pd.read_csv(meta_path, dtype=str, keep_default_na=False)
-    column = next((c for c in _ISIC_LABEL_COLUMNS if c in meta.columns), None)
-    if "isic_id" not in meta.columns or column is None:
-        raise DataError(
-            f"{meta_path} must have an isic_id column and one of {', '.join(_ISIC_LABEL_COLUMNS)}; "
-            f"found columns: {', '.join(meta.columns)}."
-        )
-    candidates = []
-    for isic_id, raw_label in zip(meta["isic_id"], meta[column]):
-        matches = [root / f"{isic_id}{ext}" for ext in (".jpg", ".jpeg", ".JPG", ".png")]
-        file = next((m for m in matches if m.is_file()), None)
-        label = _isic_label(raw_label)
-        if label is None:
-            report.add(root / f"{isic_id}.jpg", "excluded", f"{column}={raw_label!r} is neither benign nor malignant")
-        elif file is None:
-            report.add(root / f"{isic_id}.jpg", "excluded", "listed in metadata.csv but the image file is missing")
-        else:
-            candidates.append(Candidate(file, label))
-    return candidates
-
-
-def _sample_candidates(root: Path, report: Report) -> list[Candidate]:
-    """The bundled CC0 ISIC sample: ``labels.csv`` with filename and label."""
-    root = Path(root)
-    labels = pd.read_csv(root / "labels.csv")
-    candidates = []
-    for name, label in zip(labels["filename"], labels["label"]):
-        if int(label) not in (0, 1):
-            report.add(root / name, "excluded", f"label {label!r} is neither 0 (benign) nor 1 (malignant)")
-        else:
-            candidates.append(Candidate(root / name, int(label)))
-    return candidates
-
-
-def perceptual_hash(image: Image.Image) -> str:
-    """64-bit DCT hash (pHash) as 16 hex digits: robust to resizing and re-encoding."""
-    from scipy.fft import dctn
-
-    gray = np.asarray(image.convert("L").resize((32, 32), Image.Resampling.LANCZOS), dtype=np.float64)
-    low = dctn(gray, type=2, norm="ortho")[:8, :8]
-    bits = (low > np.median(low)).ravel()
-    return f"{int(''.join('1' if b else '0' for b in bits), 2):016x}"
-
-
-def hamming_matrix(hashes_a, hashes_b) -> np.ndarray:
-    """Bit distance between every pair of hex hashes (rows: a, columns: b)."""
-    a = np.array([int(h, 16) for h in hashes_a], dtype=np.uint64)
-    b = np.array([int(h, 16) for h in hashes_b], dtype=np.uint64)
-    return np.bitwise_count(a[:, None] ^ b[None, :]).astype(np.int64)
-
-
-def _to_rgb8(image: Image.Image) -> Image.Image:
-    """8-bit RGB from any Pillow mode, rescaling 16/32-bit data instead of clipping it."""
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        arr = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        if image.mode == "F":
-            top = max(float(arr.max()), 1.0) if arr.max() > 1.0 else 1.0
-        arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(arr, "L").convert("RGB")
-    if image.mode in ("P", "PA", "LA", "RGBA", "La"):
-        return image.convert("RGBA").convert("RGB")
-    return image.convert("RGB")
-
-
-def size_problem(width: int, height: int, min_side: int = MIN_SIDE, max_aspect: float = MAX_ASPECT) -> str | None:
-    """Why an image of ``width`` x ``height`` (as shown, EXIF applied) is unusable, or None."""
-    if min(width, height) < min_side:
-        return f"too small: {width}x{height} < {min_side} px"
-    if max(width, height) > max_aspect * min(width, height):
-        return f"too elongated: {width}x{height}, more than {max_aspect:g}:1"
-    return None
-
-
-def exif_orientation(image: Image.Image) -> int:
-    """The EXIF orientation tag (1-8; 1 = stored upright), 1 when absent or unreadable."""
-    try:
-        value = image.getexif().get(_EXIF_ORIENTATION, 1)
-    except Exception:  # noqa: BLE001  (malformed EXIF: Pillow raises various errors; the pixels are still fine)
-        return 1
-    return value if isinstance(value, int) and 1 <= value <= 8 else 1
-
-
-def shown_size(image: Image.Image) -> tuple[int, int]:
-    """``(width, height)`` as a viewer shows the image (EXIF orientation applied)."""
-    width, height = image.size
-    return (height, width) if exif_orientation(image) in (5, 6, 7, 8) else (width, height)
-
-
-def upright_rgb8(image: Image.Image) -> Image.Image:
-    """8-bit RGB with the EXIF orientation applied (see :func:`_to_rgb8`)."""
-    if exif_orientation(image) != 1:
-        image = ImageOps.exif_transpose(image)
-    return _to_rgb8(image)
 
 
 @dataclasses.dataclass
@@ -531,23 +321,6 @@ def changed_images(manifest: "Manifest", folder) -> list[str]:
     return changed
 
 
-def _candidates(source: str, root, image_size: int, seed: int, synthetic_per_class: int, report: Report):
-    if source == "synthetic":
-        root = root or config.data_dir() / f"synthetic-{image_size}px-{synthetic_per_class}x2-seed{seed}"
-        synthetic.write_dataset(root, synthetic_per_class, image_size, seed)
-        return _folder_candidates(root, report), root
-    if source == "folder":
-        root = root or config.data_dir() / "melanoma_cancer_dataset"
-        return _folder_candidates(root, report), root
-    if source == "isic":
-        root = root or config.data_dir() / "isic"
-        return _isic_candidates(root, report), root
-    if source == "sample":
-        root = root or config.sample_dir()
-        return _sample_candidates(root, report), root
-    raise ValueError(f"Unknown data source {source!r}; expected one of {', '.join(SOURCES)}.")
-
-
 def build_manifest(
     source: str,
     root=None,
@@ -579,7 +352,7 @@ def build_manifest(
     if split_mode not in config.SPLIT_MODES:
         raise ValueError(f"split must be one of {', '.join(map(repr, config.SPLIT_MODES))}, got {split_mode!r}.")
     report = Report()
-    candidates, root = _candidates(source, root, image_size, seed, synthetic_per_class, report)
+    candidates, root = sources.candidates(source, root, image_size, seed, synthetic_per_class, report)
     has_own_split = any(c.split is not None for c in candidates)
     if split_mode == "pooled" and has_own_split:
         candidates = [dataclasses.replace(c, split=None) for c in candidates]
@@ -771,200 +544,3 @@ def leakage_audit(manifest: Manifest, examples: int = 5) -> dict:
     removed = dict(manifest.info.get("duplicates", {}))
     return {"pairs": counts, "removed": removed,
             "examples": pd.DataFrame(example_rows, columns=["what", "image", "detail"])}
-
-
-# --------------------------------------------------------------------------- tf.data
-
-
-def load_image(path, image_size: int):
-    """Read, decode (JPEG/PNG, 3 channels) and resize one image; stays uint8.
-
-    TensorFlow's decoder ignores EXIF orientation: the files it gets are
-    upright already (:func:`build_manifest` stores rotated files upright in
-    ``work_dir``, ``deploy.read_image`` rotates them with Pillow).
-    """
-    import tensorflow as tf
-
-    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-    image.set_shape([None, None, 3])
-    return resize_image(image, image_size)
-
-
-def resize_image(image, image_size: int):
-    """Antialiased resize of an RGB image to ``image_size`` squared, rounded back to uint8."""
-    import tensorflow as tf
-
-    resized = tf.image.resize(image, (image_size, image_size), antialias=True)
-    return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
-
-
-def make_dataset(
-    manifest: Manifest,
-    split: str,
-    image_size: int,
-    batch_size: int,
-    *,
-    shuffle: bool | None = None,
-    seed: int = 0,
-    cache: bool | str = True,
-    teacher_logits: np.ndarray | None = None,
-    shuffle_buffer: int = 2048,
-    per_epoch: bool = False,
-    augment: str | None = None,
-):
-    """Batches of ``(uint8 images, one-hot float labels)`` for one split.
-
-    * ``shuffle`` defaults to True for ``train`` only. The file list is
-      permuted once (seeded) before decoding and a bounded buffer reshuffles
-      every epoch, so memory does not depend on the dataset's size.
-    * ``cache``: True keeps decoded, resized uint8 images in memory after the
-      first epoch; a file path caches on disk instead; False decodes every epoch.
-    * ``teacher_logits`` (one row per image of the split, in manifest order)
-      turns the inputs into ``{"images": ..., "teacher_logits": ...}`` for the
-      :class:`~kd_utils.distillation.Distiller` to skip the teacher.
-    * ``per_epoch=True`` (with shuffling) returns an :class:`EpochDataset`:
-      ``for_epoch(k)`` is epoch ``k``'s batches, in an order fixed by ``seed``
-      and ``k`` alone, so a resumed run sees the batches an uninterrupted one
-      would (:func:`kd_utils.training.fit` uses it).
-    * ``augment="dihedral"`` (with ``per_epoch``): each image of epoch ``k``
-      is flipped and turned by a multiple of 90 degrees (:func:`dihedral`),
-      drawn from ``(seed, k)`` and its place in the epoch alone - as
-      reproducible as the order. A lesion has no up or left: the eight
-      symmetries of the square change nothing a label depends on.
-      ``augment="robust"``: those, and the shortcut-breaking changes of
-      :func:`robust_view`.
-    """
-    import tensorflow as tf
-
-    from .distillation import IMAGES_KEY, TEACHER_LOGITS_KEY
-
-    rows = manifest.split(split)
-    if rows.empty:
-        raise DataError(f"The {split} split is empty.")
-    shuffle = (split == "train") if shuffle is None else shuffle
-    order = np.random.default_rng(seed).permutation(len(rows)) if shuffle else np.arange(len(rows))
-    columns = {"path": rows.path.values[order], "label": rows.label.values[order].astype(np.int32)}
-    if teacher_logits is not None:
-        teacher_logits = np.asarray(teacher_logits, dtype=np.float32)
-        if teacher_logits.shape != (len(rows), 2):
-            raise ValueError(f"teacher_logits must have shape ({len(rows)}, 2) for the {split} split; got {teacher_logits.shape}.")
-        columns["teacher_logits"] = teacher_logits[order]
-    ds = tf.data.Dataset.from_tensor_slices(columns)
-
-    def decode(row):
-        out = dict(row)
-        out["image"] = load_image(row["path"], image_size)
-        del out["path"]
-        return out
-
-    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if cache:
-        ds = ds.cache("" if cache is True else str(cache))
-
-    def to_xy(batch):
-        y = tf.one_hot(batch["label"], 2, dtype=tf.float32)
-        if "teacher_logits" in batch:
-            return {IMAGES_KEY: batch["image"], TEACHER_LOGITS_KEY: batch["teacher_logits"]}, y
-        return batch["image"], y
-
-    def batched(examples):
-        return examples.batch(batch_size).map(to_xy, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
-
-    buffer = min(shuffle_buffer, len(rows))
-    if augment not in AUGMENTATIONS:
-        raise ValueError(f"augment must be one of {list(AUGMENTATIONS)}, got {augment!r}.")
-    if augment and not (shuffle and per_epoch):
-        raise ValueError("augment needs a shuffled per-epoch training split (per_epoch=True).")
-    if shuffle and per_epoch:
-        return EpochDataset(ds, buffer, seed, batched, augment)
-    if shuffle:
-        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-    return batched(ds)
-
-
-class EpochDataset:
-    """A training split whose epoch ``k`` is reshuffled from ``(seed, k)`` alone.
-
-    All epochs share one decoded (cached) copy of the images; only the
-    shuffle differs.
-    """
-
-    def __init__(self, examples, buffer: int, seed: int, finish, augment: str | None = None):
-        self._examples, self._buffer, self._seed, self._finish = examples, buffer, int(seed), finish
-        self._view = AUGMENTATIONS[augment]
-
-    def for_epoch(self, epoch: int):
-        seed = (self._seed * 1_000_003 + int(epoch)) % (2**31 - 1)
-        examples = self._examples.shuffle(self._buffer, seed=seed, reshuffle_each_iteration=False)
-        if self._view is not None:
-            view = self._view
-            examples = examples.enumerate().map(lambda i, ex: {**ex, "image": view(ex["image"], seed, i)})
-        return self._finish(examples)
-
-
-def dihedral(image, seed: int, index):
-    """``image`` flipped left-right or not and turned by 0, 90, 180 or 270
-    degrees: one of the square's eight symmetries, drawn from ``(seed, index)``."""
-    import tensorflow as tf
-
-    draw = tf.random.stateless_uniform([2], seed=tf.stack([tf.cast(seed, tf.int64), tf.cast(index, tf.int64)]),
-                                       maxval=8, dtype=tf.int64)[0]
-    image = tf.cond(draw >= 4, lambda: tf.image.flip_left_right(image), lambda: image)
-    return tf.image.rot90(image, k=tf.cast(draw % 4, tf.int32))
-
-
-#: What :func:`robust_view` draws, per training image and epoch, for both classes alike.
-ROBUST = {
-    "zoom": (0.75, 4 / 3),        # out (black around the shrunk image) or in, log-uniform, anywhere in the frame
-    "field_probability": 0.25,    # a circular dermoscope field: black outside a radius of
-    "field_radius": (0.9, 1.3),   # ... this, in half-sides (1: touches the edges' midpoints; 1.41: the corners)
-    "vignette_probability": 0.25,  # corners darkened, radially, by up to
-    "vignette_strength": (0.3, 0.8),
-    "intensity": (0.8, 1.2),      # every pixel times this
-    "contrast": (0.8, 1.2),       # distance from the image's mean times this
-    "hue": (-0.04, 0.04),         # hue shift, in turns of the colour wheel
-}
-
-
-def robust_view(image, seed: int, index):
-    """A view of ``image`` that keeps the lesion and changes what a shortcut reads.
-
-    The square's symmetries (:func:`dihedral`), then a zoom out (the image
-    shrunk inside black) or in, a dermoscope's black circular field or dark
-    corners now and then, and intensity, contrast and hue jitter - the
-    frames, vignettes and exposures that mark one class more than the other
-    in the Kaggle release (notebook 01), put on images of both classes alike
-    (:data:`ROBUST`). Drawn from ``(seed, index)`` only, like :func:`dihedral`,
-    so a resumed run sees the same views; same size and dtype out.
-    """
-    import tensorflow as tf
-
-    image = dihedral(image, seed, index)
-    u = tf.random.stateless_uniform([10], seed=tf.stack([tf.cast(seed, tf.int64) + 7_919_000, tf.cast(index, tf.int64)]))
-    size = tf.shape(image)[0]
-
-    def between(low_high, draw):
-        low, high = low_high
-        return low + (high - low) * draw
-
-    log_zoom = between((float(np.log(ROBUST["zoom"][0])), float(np.log(ROBUST["zoom"][1]))), u[0])
-    side = tf.exp(-log_zoom)  # the box's side in image widths: above 1 reaches outside the image (black)
-    low, high = tf.minimum(0.0, 1.0 - side), tf.maximum(0.0, 1.0 - side)
-    top, left = between((low, high), u[1]), between((low, high), u[2])
-    x = tf.image.crop_and_resize(tf.cast(image, tf.float32)[None], [[top, left, top + side, left + side]], [0],
-                                 tf.stack([size, size]), extrapolation_value=0.0)[0]
-    axis = (tf.cast(tf.range(size), tf.float32) + 0.5) / tf.cast(size, tf.float32) * 2.0 - 1.0
-    radius = tf.sqrt(axis[:, None] ** 2 + axis[None, :] ** 2)  # 1 at the edges' midpoints
-    field = tf.where((u[3] < ROBUST["field_probability"]) & (radius > between(ROBUST["field_radius"], u[4])), 0.0, 1.0)
-    darkening = between(ROBUST["vignette_strength"], u[6]) * tf.clip_by_value(radius / np.sqrt(2.0), 0.0, 1.0) ** 2
-    vignette = tf.where(u[5] < ROBUST["vignette_probability"], 1.0 - darkening, 1.0)
-    x = x * (field * vignette)[..., None] * between(ROBUST["intensity"], u[7])
-    mean = tf.reduce_mean(x)
-    x = (x - mean) * between(ROBUST["contrast"], u[8]) + mean
-    x = tf.image.adjust_hue(tf.clip_by_value(x, 0.0, 255.0) / 255.0, between(ROBUST["hue"], u[9])) * 255.0
-    return tf.cast(tf.round(tf.clip_by_value(x, 0.0, 255.0)), image.dtype)
-
-
-#: The training-time views :func:`make_dataset` can draw (``augment``): none, the
-#: square's symmetries, or those with the shortcut-breaking changes of :func:`robust_view`.
-AUGMENTATIONS = {None: None, "dihedral": dihedral, "robust": robust_view}

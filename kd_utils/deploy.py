@@ -31,14 +31,14 @@ that is not a model (truncated, another format) raises :class:`ModelFileError`
 take one square RGB image and give two class logits (benign, malignant).
 
 Prediction on files (:func:`predict_paths`) reads JPEG / PNG of any size and
-mode (grayscale, RGBA, palette, 16-bit) with :func:`kd_utils.data.load_image`,
+mode (grayscale, RGBA, palette, 16-bit) with :func:`kd_utils.batches.load_image`,
 the reader of the training pipeline: the same decoder and the same
 antialiased resize to the model's input size, so a file gives the same
 pixels here as in training. Pillow checks every file first (a truncated
 JPEG must be an error, not a half-grey image) and converts what TensorFlow
 cannot decode. Images are refused when training would have excluded them:
-shorter than :data:`kd_utils.data.MIN_SIDE` (32 px) on a side or more
-elongated than :data:`kd_utils.data.MAX_ASPECT` (4:1). EXIF orientation is
+shorter than :data:`kd_utils.images.MIN_SIDE` (32 px) on a side or more
+elongated than :data:`kd_utils.images.MAX_ASPECT` (4:1). EXIF orientation is
 applied before resizing, as the manifest builder does for training.
 
 Importing this module does not import TensorFlow (the command line checks
@@ -57,7 +57,7 @@ from typing import Iterable
 
 import numpy as np
 
-from . import data
+from . import batches, data, images
 
 CLASS_NAMES = data.CLASS_NAMES  # ("benign", "malignant"): the model's outputs 0 and 1
 
@@ -303,7 +303,7 @@ def representative_images(manifest, image_size: int, n: int = 200, split: str = 
     if rows.empty:
         raise ValueError(f"The {split} split is empty: no representative images.")
     take = np.sort(np.random.default_rng(seed).permutation(len(rows))[: min(n, len(rows))])
-    return np.stack([data.load_image(str(path), image_size).numpy() for path in rows.path.values[take]])
+    return np.stack([batches.load_image(str(path), image_size).numpy() for path in rows.path.values[take]])
 
 
 # --------------------------------------------------------------------------- runners
@@ -494,16 +494,16 @@ def compare_on_split(keras_model_path, tflite_paths, manifest, split: str = "tes
             raise ValueError(
                 f"{runner.path} takes {runner.image_size}px images, the Keras model {reference.image_size}px."
             )
-    dataset = data.make_dataset(manifest, split, reference.image_size, batch_size, shuffle=False, cache=False)
+    dataset = batches.make_dataset(manifest, split, reference.image_size, batch_size, shuffle=False, cache=False)
     logits = [[] for _ in runners]
     seconds = [0.0 for _ in runners]
     labels = []
-    for images, y in dataset:
-        images = images.numpy()
+    for pixels, y in dataset:
+        pixels = pixels.numpy()
         labels.append(np.argmax(y.numpy(), axis=-1))
         for k, runner in enumerate(runners):
             start = time.perf_counter()
-            logits[k].append(runner.predict_logits(images))
+            logits[k].append(runner.predict_logits(pixels))
             seconds[k] += time.perf_counter() - start
     labels = np.concatenate(labels)
     rows = []
@@ -557,14 +557,14 @@ def read_image(path, image_size: int) -> np.ndarray:
 
     Pillow checks the file first (unknown format, truncated data) and its
     size as shown (EXIF orientation applied): shorter than
-    :data:`~kd_utils.data.MIN_SIDE` on a side or more elongated than
-    :data:`~kd_utils.data.MAX_ASPECT` is refused, as training excludes it.
+    :data:`~kd_utils.images.MIN_SIDE` on a side or more elongated than
+    :data:`~kd_utils.images.MAX_ASPECT` is refused, as training excludes it.
     JPEG and PNG files of any mode stored upright are then read by
-    :func:`kd_utils.data.load_image` itself, the reader of the training
+    :func:`kd_utils.batches.load_image` itself, the reader of the training
     pipeline (TensorFlow decodes gray, palette, alpha and 16-bit files to
     8-bit RGB); files with an EXIF orientation, other formats, and the rare
     JPEG/PNG TensorFlow cannot decode (CMYK), are converted to upright 8-bit
-    RGB with Pillow (:func:`kd_utils.data.upright_rgb8`, as the manifest
+    RGB with Pillow (:func:`kd_utils.images.upright_rgb8`, as the manifest
     builder converts them for training) and resized the same way.
     """
     from PIL import Image, UnidentifiedImageError
@@ -577,9 +577,9 @@ def read_image(path, image_size: int) -> np.ndarray:
     try:
         with Image.open(path) as image:
             image.load()  # raises on truncated or corrupt data, which TensorFlow may decode silently
-            problem = data.size_problem(*data.shown_size(image))
-            direct = image.format in ("JPEG", "PNG") and data.exif_orientation(image) == 1
-            rgb = None if direct or problem else np.asarray(data.upright_rgb8(image))
+            problem = images.size_problem(*images.shown_size(image))
+            direct = image.format in ("JPEG", "PNG") and images.exif_orientation(image) == 1
+            rgb = None if direct or problem else np.asarray(images.upright_rgb8(image))
     except UnidentifiedImageError:
         raise ImageReadError("not an image (unknown format)") from None
     except Image.DecompressionBombError as err:
@@ -592,11 +592,11 @@ def read_image(path, image_size: int) -> np.ndarray:
         import tensorflow as tf
 
         try:
-            return data.load_image(str(path), image_size).numpy()
+            return batches.load_image(str(path), image_size).numpy()
         except tf.errors.OpError:  # a file Pillow reads but TensorFlow does not
             with Image.open(path) as image:
-                rgb = np.asarray(data._to_rgb8(image))
-    return data.resize_image(rgb, image_size).numpy()
+                rgb = np.asarray(images._to_rgb8(image))
+    return batches.resize_image(rgb, image_size).numpy()
 
 
 def expand_paths(paths_or_dirs) -> list[Path]:

@@ -38,7 +38,8 @@ import subprocess
 from pathlib import Path
 
 from . import config, storage
-from .data import CLASS_NAMES, IMAGE_SUFFIXES, DataError
+from .data import CLASS_NAMES, DataError
+from .images import IMAGE_SUFFIXES
 
 SOURCES = ("kaggle", "isic")
 #: The Kaggle dataset the paper's 9,996 images come from (owner/slug).

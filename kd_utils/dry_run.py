@@ -51,7 +51,8 @@ def real_images(folder=None) -> dict[str, list[Path]] | None:
     """The first :data:`TRAIN_PER_CLASS` / :data:`TEST_PER_CLASS` images (by
     name) of each ``split/class`` folder of the Kaggle dataset (default:
     where ``download`` puts it), or None when it is not there or short."""
-    from .data import CLASS_NAMES, IMAGE_SUFFIXES
+    from .data import CLASS_NAMES
+    from .images import IMAGE_SUFFIXES
 
     folder = Path(folder) if folder else config.data_dir() / config.KAGGLE_FOLDER
     picked = {}

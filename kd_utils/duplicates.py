@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .data import Manifest, _groups, hamming_matrix
+from .data import Manifest, _groups
+from .images import hamming_matrix
 
 #: The dataset's own folders, as the ``folder`` source lays them out.
 OWN_FOLDERS = ("train", "test")

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from . import data, deploy, stats
+from .sources import class_dirs
 
 SPLITS = ("train", "test")
 METRICS = ("accuracy", "auc", "sensitivity", "specificity")
@@ -56,7 +57,7 @@ def labelled_images(folder, split: str | None = None) -> tuple[list[Path], np.nd
                              "with benign/ and malignant/ sub-folders (or train/ and test/ holding them)")
     if split is not None and split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)} or None, got {split!r}.")
-    subdirs = data._class_dirs(root)
+    subdirs = class_dirs(root)
     if set(subdirs) & set(data.CLASS_NAMES):
         if split:
             raise data.DataError(f"{folder}: no {split}/ folder (benign/ and malignant/ are directly in it); "
@@ -73,7 +74,7 @@ def labelled_images(folder, split: str | None = None) -> tuple[list[Path], np.nd
                              "FOLDER/{benign,malignant}/ or FOLDER/{train,test}/{benign,malignant}/")
     paths, labels, sources = [], [], {}
     for group in groups:
-        classes = data._class_dirs(group)
+        classes = class_dirs(group)
         if not set(classes) & set(data.CLASS_NAMES):
             raise data.DataError(f"{group}: no benign/ or malignant/ folder inside")
         for label, name in enumerate(data.CLASS_NAMES):

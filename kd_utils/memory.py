@@ -11,7 +11,7 @@ change. It halves until the first epoch fits or the micro-batch would fall
 below :data:`MIN_MICRO_BATCH`, then raises :class:`OutOfMemoryError`.
 
 The micro-batches come from the same example order as the full batches
-(:func:`kd_utils.data.make_dataset`: epoch ``k`` is a function of the seed
+(:func:`kd_utils.batches.make_dataset`: epoch ``k`` is a function of the seed
 and ``k``), so each group of ``accumulation_steps`` micro-batches holds
 exactly one full batch's images, except at the end of an epoch whose size is
 not a multiple of the batch: its last, smaller micro-batches are averaged

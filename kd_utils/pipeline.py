@@ -16,7 +16,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from . import config, data, evaluation, memory, models, reporting, shard, storage, training
+from . import batches, config, data, evaluation, memory, models, reporting, shard, storage, training
 from .distillation import Distiller, SoftKLDivergence
 
 
@@ -84,14 +84,14 @@ def datasets(profile: config.Profile, manifest: data.Manifest, batch_size: int |
              teacher_control: str | None = None, augment: str | None = None):
     """``(train, val, test)`` tf.data pipelines at the profile's image size.
 
-    ``train`` is an :class:`~kd_utils.data.EpochDataset` (``train.for_epoch(k)``):
+    ``train`` is an :class:`~kd_utils.batches.EpochDataset` (``train.for_epoch(k)``):
     each epoch's order depends on the profile's seed and the epoch only, so a
     resumed run sees the same batches. With a ``teacher``, train and
     validation batches carry its precomputed logits (inputs are not
     augmented, so they are the same every epoch): the teacher runs once per
     split instead of once per epoch and run. ``teacher_control`` replaces
     those logits by a control's (:func:`control_logits`). ``augment``
-    (``"dihedral"`` or ``"robust"``, :data:`kd_utils.data.AUGMENTATIONS`)
+    (``"dihedral"`` or ``"robust"``, :data:`kd_utils.batches.AUGMENTATIONS`)
     draws new views of the training images every epoch; the teacher's logits
     stay those of the images as they are.
     """
@@ -104,7 +104,7 @@ def datasets(profile: config.Profile, manifest: data.Manifest, batch_size: int |
         return control_logits(teacher_logits(profile, manifest, teacher, split), teacher_control, seed)
 
     return tuple(
-        data.make_dataset(manifest, split, profile.image_size, batch_size, seed=profile.seed, per_epoch=True,
+        batches.make_dataset(manifest, split, profile.image_size, batch_size, seed=profile.seed, per_epoch=True,
                           teacher_logits=logits(split), augment=augment if split == "train" else None)
         for split in data.SPLITS
     )
@@ -155,7 +155,7 @@ def teacher_logits(profile: config.Profile, manifest: data.Manifest, teacher, sp
             storage.notice(f"{path} is damaged; the teacher's logits are computed again.")
             logits = None
     if logits is None:
-        ordered = data.make_dataset(manifest, split, size, 128, shuffle=False, cache=False)
+        ordered = batches.make_dataset(manifest, split, size, 128, shuffle=False, cache=False)
         teacher.run_eagerly = teacher.run_eagerly or profile.run_eagerly
         logits = evaluation.predict(teacher, ordered).logits.astype("float32")
         if path is not None:
@@ -286,7 +286,7 @@ COLOR_CONSTANCY = "Shades of Gray, p = 6"
 
 
 def teacher_augment(profile: config.Profile) -> str | None:
-    """The views the profile's teacher trains on (:data:`kd_utils.data.AUGMENTATIONS`)."""
+    """The views the profile's teacher trains on (:data:`kd_utils.batches.AUGMENTATIONS`)."""
     return "robust" if profile.robust_teacher else ("dihedral" if profile.teacher_augment else None)
 
 
@@ -589,7 +589,7 @@ def distill_student(
     soft targets (:func:`control_logits`). Every run with a teacher records
     its fidelity to the real teacher on the test split (top-1 agreement and
     KL at T = 1). ``robust`` (default: the profile's ``robust_students``)
-    trains the student on :func:`kd_utils.data.robust_view` views.
+    trains the student on :func:`kd_utils.batches.robust_view` views.
     """
     teacher_id = teacher_key(teacher)
     key, run_dir, run_config = _student_run(

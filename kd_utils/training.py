@@ -27,7 +27,7 @@ content hash of the data manifest. Its folder is derived from the key
 Every file is written atomically (:mod:`kd_utils.storage`), so a kill loses
 at most the epoch in progress. Each epoch starts from seeds derived from the
 run's seed and the epoch number, and its batch order is a function of the
-same (see :func:`kd_utils.data.make_dataset`), so a run resumed after epoch
+same (see :func:`kd_utils.batches.make_dataset`), so a run resumed after epoch
 ``k`` ends with the same weights and metrics as one never interrupted
 (bit-identical on CPU).
 """
@@ -339,7 +339,7 @@ def fit(model: keras.Model, train_ds, val_ds, epochs: int, run_dir, *, seed: int
     ``model`` must be compiled (a classifier or a Distiller) with a
     ``CategoricalAccuracy`` metric. ``train_ds`` is a ``tf.data.Dataset`` or
     an object with ``for_epoch(epoch)`` giving each epoch's batches (what
-    :func:`kd_utils.data.make_dataset` returns with ``per_epoch=True``), which
+    :func:`kd_utils.batches.make_dataset` returns with ``per_epoch=True``), which
     makes a resumed run equal an uninterrupted one. One ``model.fit`` trains
     the run, with ``callbacks`` (any Keras callback: ``EarlyStopping`` and
     ``ReduceLROnPlateau`` keep their state across epochs) and, last, the one

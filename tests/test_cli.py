@@ -290,15 +290,15 @@ def test_predict_bad_input(models, tmp_path, capsys, case_id, kinds, model, code
 def test_exif_orientation_is_applied_in_predict_and_in_training_alike(models, tmp_path, suffix, orientation):
     """A file stored rotated with an EXIF tag is read as a viewer shows it, by predict and by the
     manifest builder (whose upright copy the tf.data loader reads): the same pixels both ways."""
-    from kd_utils import data, deploy
+    from kd_utils import batches, data, deploy, images, sources
 
     upright = lesion((64, 48), seed=3)
     rotated = tmp_path / f"benign/rotated{suffix}"
     rotated.parent.mkdir()
     rotated_with_exif(rotated, upright, orientation)
     with Image.open(rotated) as stored:
-        assert data.exif_orientation(stored) == orientation and data.shown_size(stored) == (64, 48)
-        as_stored = data.resize_image(np.asarray(stored.convert("RGB")), SIZE).numpy()
+        assert images.exif_orientation(stored) == orientation and images.shown_size(stored) == (64, 48)
+        as_stored = batches.resize_image(np.asarray(stored.convert("RGB")), SIZE).numpy()
     as_shown = deploy.read_image(rotated, SIZE)
     reference = tmp_path / "upright.png"
     if suffix == ".jpg":  # compare with the decoded JPEG turned by hand (JPEG is lossy)
@@ -311,10 +311,10 @@ def test_exif_orientation_is_applied_in_predict_and_in_training_alike(models, tm
     assert np.abs(as_shown.astype(int) - as_stored.astype(int)).mean() > 20  # the rotation mattered
 
     # Training: the manifest builder stores the file upright; tf.data reads that copy.
-    checked = data._check_file(data.Candidate(rotated, 0), tmp_path / "converted", data.MIN_SIDE, SIZE)
+    checked = data._check_file(sources.Candidate(rotated, 0), tmp_path / "converted", images.MIN_SIDE, SIZE)
     assert checked.status == "converted" and f"EXIF orientation {orientation} applied" in checked.reason
     assert (checked.width, checked.height) == (64, 48)
-    np.testing.assert_array_equal(data.load_image(str(checked.path), SIZE).numpy(), as_shown)
+    np.testing.assert_array_equal(batches.load_image(str(checked.path), SIZE).numpy(), as_shown)
 
     # predict gives the probability of the upright image.
     by_file = {Path(r.path).name: r.malignant_probability
@@ -323,10 +323,10 @@ def test_exif_orientation_is_applied_in_predict_and_in_training_alike(models, tm
 
 
 def test_training_excludes_what_predict_refuses(tmp_path):
-    from kd_utils import data
+    from kd_utils import data, images, sources
 
     for kind, reason in (("tiny", "too small: 1x1 < 32 px"), ("elongated", "too elongated: 400x40, more than 4:1")):
-        checked = data._check_file(data.Candidate(image_file(tmp_path, kind), 0), tmp_path / "conv", data.MIN_SIDE, SIZE)
+        checked = data._check_file(sources.Candidate(image_file(tmp_path, kind), 0), tmp_path / "conv", images.MIN_SIDE, SIZE)
         assert (checked.status, checked.reason) == ("excluded", reason)
 
 

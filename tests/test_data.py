@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from kd_utils import config, data
+from kd_utils import batches, config, data
 
 
 def noise_image(seed, size=64, mode="RGB"):
@@ -268,7 +268,7 @@ def test_manifest_round_trips(tmp_path):
 def test_pipeline_yields_uint8_images_and_one_hot_labels(tmp_path):
     root = write_class_folder(tmp_path / "ds", n_per_class=20, size=70)
     manifest = build(root, image_size=40)
-    test = data.make_dataset(manifest, "test", image_size=40, batch_size=5)
+    test = batches.make_dataset(manifest, "test", image_size=40, batch_size=5)
     xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in test])
     x, y = np.concatenate(xs), np.concatenate(ys)
     assert x.dtype == np.uint8 and x.shape == (12, 40, 40, 3)
@@ -277,7 +277,7 @@ def test_pipeline_yields_uint8_images_and_one_hot_labels(tmp_path):
     # The pixels are the file's, resized.
     first = np.asarray(Image.open(manifest.split("test").path[0]).convert("RGB").resize((40, 40), Image.Resampling.BILINEAR), dtype=np.float64)
     assert np.abs(first - x[0]).mean() < 8
-    again = np.concatenate([b.numpy() for b, _ in data.make_dataset(manifest, "test", 40, 5)])
+    again = np.concatenate([b.numpy() for b, _ in batches.make_dataset(manifest, "test", 40, 5)])
     np.testing.assert_array_equal(x, again)
 
 
@@ -286,7 +286,7 @@ def test_training_pipeline_shuffles_and_keeps_teacher_logits_aligned(tmp_path):
     manifest = build(root)
     train = manifest.split("train")
     logits = np.stack([train.label.values * 10.0, np.arange(len(train), dtype=float)], axis=1)
-    ds = data.make_dataset(manifest, "train", 32, batch_size=8, teacher_logits=logits, seed=1)
+    ds = batches.make_dataset(manifest, "train", 32, batch_size=8, teacher_logits=logits, seed=1)
     epochs = []
     for _ in range(2):
         rows = []
@@ -299,7 +299,7 @@ def test_training_pipeline_shuffles_and_keeps_teacher_logits_aligned(tmp_path):
     assert sorted(epochs[0]) == list(range(len(train)))
     assert epochs[0] != list(range(len(train))) and epochs[0] != epochs[1]
     with pytest.raises(ValueError, match="teacher_logits must have shape"):
-        data.make_dataset(manifest, "train", 32, 8, teacher_logits=logits[:3])
+        batches.make_dataset(manifest, "train", 32, 8, teacher_logits=logits[:3])
 
 
 # --------------------------------------------------------------------------- leakage audit
@@ -358,8 +358,8 @@ def _symmetries(image):
 
 
 def test_augmented_epochs_are_symmetries_of_the_same_images_drawn_reproducibly(tiny_manifest):
-    plain = data.make_dataset(tiny_manifest, "train", 32, 16, seed=3, per_epoch=True)
-    augmented = data.make_dataset(tiny_manifest, "train", 32, 16, seed=3, per_epoch=True, augment="dihedral")
+    plain = batches.make_dataset(tiny_manifest, "train", 32, 16, seed=3, per_epoch=True)
+    augmented = batches.make_dataset(tiny_manifest, "train", 32, 16, seed=3, per_epoch=True, augment="dihedral")
 
     def epoch(ds, k):
         xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in ds.for_epoch(k)])
@@ -377,9 +377,9 @@ def test_augmented_epochs_are_symmetries_of_the_same_images_drawn_reproducibly(t
     a1, _ = epoch(augmented, 1)
     assert not np.array_equal(a1, x1) and not np.array_equal(a0, a1)
     with pytest.raises(ValueError, match="augment needs a shuffled per-epoch training split"):
-        data.make_dataset(tiny_manifest, "val", 32, 16, augment="dihedral")
+        batches.make_dataset(tiny_manifest, "val", 32, 16, augment="dihedral")
     with pytest.raises(ValueError, match="augment must be one of"):
-        data.make_dataset(tiny_manifest, "train", 32, 16, per_epoch=True, augment="flips")
+        batches.make_dataset(tiny_manifest, "train", 32, 16, per_epoch=True, augment="flips")
 
 
 def test_robust_views_keep_size_and_dtype_and_are_drawn_reproducibly():
@@ -390,10 +390,10 @@ def test_robust_views_keep_size_and_dtype_and_are_drawn_reproducibly():
 
     rng = np.random.default_rng(0)
     image = tf.constant(rng.integers(90, 200, size=(48, 48, 3)).astype(np.uint8))
-    views = np.stack([data.robust_view(image, 5, i).numpy() for i in range(200)])
+    views = np.stack([batches.robust_view(image, 5, i).numpy() for i in range(200)])
     assert views.shape == (200, 48, 48, 3) and views.dtype == np.uint8
-    assert np.array_equal(views[7], data.robust_view(image, 5, 7).numpy())
-    assert not np.array_equal(views[7], data.robust_view(image, 6, 7).numpy())
+    assert np.array_equal(views[7], batches.robust_view(image, 5, 7).numpy())
+    assert not np.array_equal(views[7], batches.robust_view(image, 6, 7).numpy())
     corner = views[:, :3, :3].reshape(200, -1).max(axis=1)
     middle = views[:, 22:26, 22:26].mean(axis=(1, 2, 3))
     assert 0.15 < np.mean(corner == 0) < 0.7  # black corners: zoomed out, or a circular field
@@ -404,7 +404,7 @@ def test_robust_views_keep_size_and_dtype_and_are_drawn_reproducibly():
 
 
 def test_robust_epochs_are_reproducible_for_exact_resume(tiny_manifest):
-    augmented = data.make_dataset(tiny_manifest, "train", 32, 16, seed=3, per_epoch=True, augment="robust")
+    augmented = batches.make_dataset(tiny_manifest, "train", 32, 16, seed=3, per_epoch=True, augment="robust")
     first = np.concatenate([x.numpy() for x, _ in augmented.for_epoch(2)])
     again = np.concatenate([x.numpy() for x, _ in augmented.for_epoch(2)])
     other = np.concatenate([x.numpy() for x, _ in augmented.for_epoch(3)])

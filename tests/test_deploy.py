@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kd_utils import config, data, deploy, evaluation, models, pipeline, synthetic
+from kd_utils import batches, config, data, deploy, evaluation, models, pipeline, synthetic
 from kd_utils.__main__ import main
 
 SIZE = 32
@@ -28,7 +28,7 @@ def trained(tmp_path_factory):
     model.save(keras_path)
     tflite = {q: deploy.export_tflite(model, folder / f"dsnet_{q}.tflite", q, images) for q in deploy.QUANTIZATIONS}
     test_images, _ = synthetic.generate_arrays(16, SIZE, seed=1)
-    samples = np.stack([data.load_image(str(p), SIZE).numpy() for p in sorted(config.sample_dir().glob("*.jpg"))])
+    samples = np.stack([batches.load_image(str(p), SIZE).numpy() for p in sorted(config.sample_dir().glob("*.jpg"))])
     return {"model": model, "keras": keras_path, "tflite": tflite, "folder": folder,
             "images": np.concatenate([test_images, samples])}
 
@@ -162,7 +162,7 @@ def test_predict_paths_reads_any_mode_and_reports_bad_files(trained, image_dir):
         result = by_name[name]
         assert result.ok and 0.0 <= result.malignant_probability <= 1.0
         # The same number as the model's own softmax on the training-time reader's pixels.
-        pixels = data.load_image(str(image_dir / name), SIZE).numpy()
+        pixels = batches.load_image(str(image_dir / name), SIZE).numpy()
         expected = evaluation.softmax(keras_logits(model, pixels[None]))[0, 1]
         assert result.malignant_probability == pytest.approx(expected, abs=1e-5), name
         assert result.label == ("malignant" if expected >= 0.5 else "benign")
@@ -232,7 +232,7 @@ def test_a_model_that_ends_in_softmax_gives_its_own_probabilities(trained, image
     path = tmp_path / "with_softmax.keras"
     probabilities.save(path)
     results = deploy.predict_paths([image_dir / "a_good.png", image_dir / "d_large.jpeg"], path)
-    pixels = np.stack([data.load_image(str(image_dir / n), SIZE).numpy() for n in ("a_good.png", "d_large.jpeg")])
+    pixels = np.stack([batches.load_image(str(image_dir / n), SIZE).numpy() for n in ("a_good.png", "d_large.jpeg")])
     expected = np.asarray(probabilities(pixels.astype("float32")))[:, 1]
     assert [r.malignant_probability for r in results] == pytest.approx(expected, abs=1e-5)
     assert deploy.ends_in_softmax(probabilities) and not deploy.ends_in_softmax(base)

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from kd_utils import config, data, evaluation, models, pipeline, training
+from kd_utils import batches, config, data, evaluation, models, pipeline, training
 from kd_utils.distillation import Distiller
 
 
@@ -18,7 +18,7 @@ def synthetic_manifest(tmp_path_factory):
 
 def test_distilled_dsnet_beats_chance_clearly(synthetic_manifest, tmp_path):
     keras.utils.set_random_seed(0)
-    train, val, test = (data.make_dataset(synthetic_manifest, s, 32, 32, seed=0) for s in data.SPLITS)
+    train, val, test = (batches.make_dataset(synthetic_manifest, s, 32, 32, seed=0) for s in data.SPLITS)
     teacher = models.build_dsnet(32)
     teacher.compile(
         optimizer=keras.optimizers.Adam(1e-3),
@@ -71,7 +71,7 @@ def test_teacher_logits_cache_never_serves_another_teacher(synthetic_manifest):
     first = pipeline.teacher_logits(profile, synthetic_manifest, models.build_dsnet(32), "val")
     other = models.build_dsnet(32)
     again = pipeline.teacher_logits(profile, synthetic_manifest, other, "val")
-    images = np.concatenate([x.numpy() for x, _ in data.make_dataset(synthetic_manifest, "val", 32, 64, shuffle=False)])
+    images = np.concatenate([x.numpy() for x, _ in batches.make_dataset(synthetic_manifest, "val", 32, 64, shuffle=False)])
     np.testing.assert_allclose(again, np.asarray(other(images)), rtol=1e-5, atol=1e-5)
     assert pipeline.teacher_logits(profile, synthetic_manifest, other, "val") is again  # cached for the same teacher
     assert not np.allclose(first, again)

@@ -278,7 +278,7 @@ def test_a_teacher_at_a_larger_size_trains_and_teaches_a_smaller_student(tiny_ma
     assert teacher.input_shape[1:3] == (48, 48) and record["config"]["image_size"] == 48
     assert record["config"]["augment"].startswith("dihedral")
     logits = pipeline.teacher_logits(profile, tiny_manifest, teacher, "test")
-    images = np.stack([keras.ops.convert_to_numpy(pipeline.data.load_image(p, 48))
+    images = np.stack([keras.ops.convert_to_numpy(pipeline.batches.load_image(p, 48))
                        for p in tiny_manifest.split("test").path])
     assert np.allclose(logits, teacher.predict(images, verbose=0), atol=1e-4)
     student, srecord = pipeline.distill_student(profile, tiny_manifest, teacher, seed=1, verbose=0)
@@ -304,7 +304,7 @@ def test_robust_views_and_colour_constancy_are_part_of_the_runs_and_their_keys(t
     assert pipeline._teacher_run(profile, "m")[0] != pipeline._teacher_run(plain, "m")[0]
     teacher, record = pipeline.train_teacher(profile, tiny_manifest, verbose=0)
     assert teacher.get_layer("shades_of_gray") and record["config"]["augment"] == pipeline.ROBUST_AUGMENT
-    images = np.stack([keras.ops.convert_to_numpy(pipeline.data.load_image(p, 32))
+    images = np.stack([keras.ops.convert_to_numpy(pipeline.batches.load_image(p, 32))
                        for p in tiny_manifest.split("val").path])
     assert np.allclose(pipeline.teacher_logits(profile, tiny_manifest, teacher, "val"),
                        teacher.predict(images, verbose=0), atol=1e-4)

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kd_utils import config, data, models, pipeline, storage, training
+from kd_utils import batches, config, data, models, pipeline, storage, training
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_manifests_of_the_same_length_get_their_own_teacher_logits(tiny, tmp_pat
     teacher = dsnet_teacher(0)
     for m in (manifest, other):
         logits = pipeline.teacher_logits(profile, m, teacher, "val")
-        images = np.concatenate([x.numpy() for x, _ in data.make_dataset(m, "val", 32, 64, shuffle=False)])
+        images = np.concatenate([x.numpy() for x, _ in batches.make_dataset(m, "val", 32, 64, shuffle=False)])
         np.testing.assert_allclose(logits, np.asarray(teacher(images)), rtol=1e-5, atol=1e-5)
 
 

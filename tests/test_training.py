@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kd_utils import data, storage, training
+from kd_utils import batches, storage, training
 from kd_utils.distillation import Distiller
 
 
@@ -22,7 +22,7 @@ def shuffled_epochs(n=80, seed=0):
     y = rng.integers(0, 2, size=n)
     x = rng.normal(size=(n, 4)).astype(np.float32) + y[:, None] * 1.0
     examples = tf.data.Dataset.from_tensor_slices((x, np.eye(2, dtype=np.float32)[y]))
-    return data.EpochDataset(examples, n, seed, lambda ds: ds.batch(16))
+    return batches.EpochDataset(examples, n, seed, lambda ds: ds.batch(16))
 
 
 def small_classifier(seed=0, dropout=0.0):
