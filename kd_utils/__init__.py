@@ -4,9 +4,16 @@ Knowledge distillation from a ResNet50 teacher into DSNet (268,898
 parameters) for benign (0) vs malignant (1) dermoscopic images, after Khan et
 al., "Knowledge Distillation approach towards Melanoma Detection" (2022).
 
-Modules: ``config`` (profiles, paths), ``data`` (sources -> manifest ->
-tf.data), ``synthetic`` (offline dermoscopy-like images), ``models``,
-``distillation`` (the Distiller), ``training``, ``evaluation``.
+The method, what the notebooks teach: ``models`` (teacher, DSNet, large
+students), ``distillation`` (the Distiller), ``training`` (one run, resumable),
+``sources`` / ``images`` / ``data`` (files -> a validated manifest),
+``batches`` (manifest -> tf.data), ``evaluation``, ``stats``, ``reporting``,
+``plots``. Running the paper's steps: ``config`` (profiles), ``pipeline``
+(data, teacher, students, sweeps, choices), ``storage``, ``memory``,
+``shard``, ``notebook``. Tooling: ``__main__`` (the command line),
+``deploy``, ``external``, ``shortcuts``, ``duplicates``, ``model_card``,
+``benchmark``, ``estimate``, ``steptime``, ``download``, ``dry_run``,
+``synthetic``. docs/design.md has the map and what each may import.
 TensorFlow is imported by the modules that need it, not by this package.
 """
 
