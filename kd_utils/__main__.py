@@ -377,11 +377,11 @@ def export(model_arg: str, quantizations: list[str], profile_name: str | None, o
         _check_folder(Path(out), f"--out {out}")
     calibration_dir = _check_calibration(calibration, wanted) if calibration else None
 
-    from . import config, pipeline  # TensorFlow from here on
+    from . import choices, config, pipeline  # TensorFlow from here on
 
     profile = config.get_profile(profile_name)
     try:
-        keras_path = pipeline.final_student_path(profile) if model_arg.lower() == "dsnet" else Path(model_arg)
+        keras_path = choices.final_student_path(profile) if model_arg.lower() == "dsnet" else Path(model_arg)
         reference = deploy.load_model(keras_path)
     except (pipeline.MissingStepError, FileNotFoundError, ValueError) as err:
         raise UsageError(str(err)) from err
@@ -465,11 +465,11 @@ def predict(paths: list[str], model: str | None, profile_name: str | None, outpu
     notes = sys.stdout if output == "table" else sys.stderr
     print(deploy.DISCLAIMER, file=notes)
 
-    from . import config, pipeline  # TensorFlow from here on
+    from . import choices, config, pipeline  # TensorFlow from here on
 
     try:
         if not model:
-            model_path = pipeline.final_student_path(config.get_profile(profile_name))
+            model_path = choices.final_student_path(config.get_profile(profile_name))
         runner = deploy.load_model(model_path)
     except (pipeline.MissingStepError, FileNotFoundError, ValueError) as err:
         raise UsageError(str(err)) from err

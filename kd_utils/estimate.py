@@ -141,7 +141,7 @@ def notebook_plan(p: config.Profile, chosen: dict) -> list[tuple[str, str, tuple
 def plan_table(profile: config.Profile, chosen: dict | None = None) -> list[dict]:
     """:func:`notebook_plan` with, per row, the runs it asks for and how many of them are new
     (not made by an earlier row); ``runs`` holds the new :class:`PlannedRun`\\ s."""
-    from . import pipeline
+    from . import runs as run_keys
 
     chosen = _assumed_choice(profile, chosen)
     seen: set[str] = set()
@@ -151,23 +151,23 @@ def plan_table(profile: config.Profile, chosen: dict | None = None) -> list[dict
         for student in students:
             for settings in settings_list:
                 if student == TEACHER and settings.get("pretraining"):
-                    key, _, c = pipeline._pretrain_run(profile, "planned")
+                    key, _, c = run_keys.pretrain_run(profile, "planned")
                     # Its images per epoch as epochs over the profile's training split.
                     own = 2 * profile.synthetic_per_class * (1 - profile.test_fraction) * (1 - profile.val_fraction)
-                    share = 1 - pipeline.PRETRAIN_VAL_SHARE - pipeline.PRETRAIN_TEST_SHARE
+                    share = 1 - run_keys.PRETRAIN_VAL_SHARE - run_keys.PRETRAIN_TEST_SHARE
                     ratio = 2 * profile.teacher_pretrain_per_class * share / own
                     c = {**c, "epochs": max(1, round(c["epochs"] * ratio))}
-                    runs = [(key, c, profile.seed)]
+                    asked_runs = [(key, c, profile.seed)]
                 elif student == TEACHER:
-                    key, _, c = pipeline._teacher_run(profile, "planned", "planned")
-                    runs = [(key, c, profile.seed)]
+                    key, _, c = run_keys.teacher_run(profile, "planned", "planned")
+                    asked_runs = [(key, c, profile.seed)]
                 else:
-                    runs = []
+                    asked_runs = []
                     for seed in profile.seeds:
-                        key, _, c = pipeline._student_run(profile, "planned", "teacher", student, seed=seed,
-                                                          **settings)
-                        runs.append((key, c, seed))
-                for key, c, seed in runs:
+                        key, _, c = run_keys.student_run(profile, "planned", "teacher", student, seed=seed,
+                                                              **settings)
+                        asked_runs.append((key, c, seed))
+                for key, c, seed in asked_runs:
                     asked += 1
                     if key in seen:
                         continue
@@ -318,7 +318,8 @@ def estimate(profile: config.Profile, steps: int = 3, warmup: int = 1, chosen: d
     to the profile's batch per image."""
     import tensorflow as tf
 
-    from . import pipeline, reporting
+    from . import reporting
+    from .runs import accelerator_options
 
     gpu = bool(tf.config.list_physical_devices("GPU"))
     time_all = gpu if time_all is None else time_all
@@ -329,7 +330,7 @@ def estimate(profile: config.Profile, steps: int = 3, warmup: int = 1, chosen: d
     timed = names if time_all else [m for m in names if m in CPU_TIMED]
     batch = profile.batch_size if gpu else min(profile.batch_size, CPU_TIMING_BATCH)
     models_: dict[str, dict] = {}
-    accel = pipeline.accelerator_options(profile)
+    accel = accelerator_options(profile)
     for name in timed:
         if log:
             log(f"  timing {name} ...")

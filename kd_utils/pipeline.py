@@ -1,11 +1,11 @@
 """The paper's steps as functions of a profile: data, teacher, distilled student.
 
 Notebooks and the command line call these, so a step behaves the same
-wherever it runs. Each training step is a run with a key (a hash of its
-configuration, its teacher run's key and the manifest's content hash) and a
-folder ``artifacts/<profile>/runs/<name>-<key>`` derived from it (see
-:mod:`kd_utils.training`). A run is skipped when a finished record with the
-same key is there; a changed teacher or changed data makes new runs.
+wherever it runs. Each training step is a run with a key and a folder
+derived from it (:mod:`kd_utils.runs`); a run is skipped when a finished
+record with the same key is there (:mod:`kd_utils.training`), so a changed
+teacher or changed data makes new runs. The sweeps and the choices made on
+validation are in :mod:`kd_utils.choices`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from . import batches, config, data, evaluation, memory, models, reporting, shard, storage, training
+from . import batches, config, data, evaluation, memory, models, runs, shard, storage, training
 from .distillation import Distiller, SoftKLDivergence
 
 
@@ -63,9 +63,6 @@ def prepare_data(profile: config.Profile, root=None, rebuild: bool = False) -> d
     return manifest
 
 
-TEACHER_CONTROLS = ("uniform", "shuffled")
-
-
 def control_logits(logits: np.ndarray, control: str | None, seed: int) -> np.ndarray:
     """Teacher logits for a control run that keeps the loss but removes the
     teacher's knowledge: ``"uniform"`` - all zeros, so the soft targets are
@@ -77,7 +74,7 @@ def control_logits(logits: np.ndarray, control: str | None, seed: int) -> np.nda
         return np.zeros_like(logits)
     if control == "shuffled":
         return logits[np.random.default_rng(seed).permutation(len(logits))]
-    raise ValueError(f"teacher_control must be one of {TEACHER_CONTROLS} or None, got {control!r}.")
+    raise ValueError(f"teacher_control must be one of {runs.TEACHER_CONTROLS} or None, got {control!r}.")
 
 
 def datasets(profile: config.Profile, manifest: data.Manifest, batch_size: int | None = None, teacher=None,
@@ -110,20 +107,6 @@ def datasets(profile: config.Profile, manifest: data.Manifest, batch_size: int |
     )
 
 
-def teacher_key(teacher) -> str:
-    """What identifies a teacher in its students' run keys: the key of the run
-    that trained it, else (a model from elsewhere) a hash of its weights."""
-    key = getattr(teacher, "kd_run_key", None)
-    if key:
-        return key
-    import hashlib
-
-    digest = hashlib.sha256()
-    for w in teacher.get_weights():
-        digest.update(np.ascontiguousarray(w).tobytes())
-    return "weights-" + digest.hexdigest()[:16]
-
-
 _LOGITS_CACHE: dict = {}
 
 
@@ -136,7 +119,7 @@ def teacher_logits(profile: config.Profile, manifest: data.Manifest, teacher, sp
     and on disk in the teacher's run folder when it has one.
     """
     size = profile.teacher_size
-    key = (teacher_key(teacher), manifest.content_hash, size, split)
+    key = (runs.teacher_key(teacher), manifest.content_hash, size, split)
     if key in _LOGITS_CACHE:
         return _LOGITS_CACHE[key]
     run_dir = getattr(teacher, "kd_run_dir", None)
@@ -165,285 +148,19 @@ def teacher_logits(profile: config.Profile, manifest: data.Manifest, teacher, sp
     return logits
 
 
-def _classifier_compile(model: keras.Model, learning_rate: float, accumulation_steps: int = 1, **compile_args) -> None:
-    model.compile(
-        optimizer=_optimizer(learning_rate, compile_args.pop("mixed_precision", False), accumulation_steps),
-        loss=keras.losses.CategoricalCrossentropy(from_logits=True),
-        metrics=[keras.metrics.CategoricalAccuracy()],
-        **compile_args,
-    )
-
-
-def _optimizer(learning_rate: float, mixed_precision: bool, accumulation_steps: int = 1):
-    """Adam; with ``accumulation_steps`` > 1 it averages that many micro-batches'
-    gradients before each update (:mod:`kd_utils.memory`)."""
-    adam = keras.optimizers.Adam(learning_rate, gradient_accumulation_steps=accumulation_steps
-                                 if accumulation_steps > 1 else None)
-    return keras.optimizers.LossScaleOptimizer(adam) if mixed_precision else adam
-
-
-def accelerator_options(profile: config.Profile) -> dict:
-    """The profile's mixed precision / XLA switches, applied only on a GPU.
-
-    On a CPU float16 is slower, not faster, so both stay off there; the run's
-    record lists them when they are on.
-    """
-    import tensorflow as tf
-
-    if not (profile.mixed_precision or profile.jit_compile) or not tf.config.list_physical_devices("GPU"):
-        return {}
-    return {"mixed_precision": bool(profile.mixed_precision), "jit_compile": bool(profile.jit_compile)}
-
-
-def execution_options(profile: config.Profile) -> dict:
-    """``{"run_eagerly": True}`` for a profile that runs its steps eagerly, else
-    ``{}``: compile arguments, and part of the run's recorded configuration."""
-    return {"run_eagerly": True} if profile.run_eagerly else {}
-
-
-class _build_scope:
-    """Build models inside the strategy's scope and the profile's dtype policy."""
-
-    def __init__(self, strategy, mixed_precision: bool):
-        import tensorflow as tf
-
-        self.strategy = strategy or tf.distribute.get_strategy()
-        self.policy = "mixed_float16" if mixed_precision else None
-
-    def __enter__(self):
-        self._scope = self.strategy.scope()
-        self._scope.__enter__()
-        self._previous = keras.config.dtype_policy()
-        if self.policy:
-            keras.config.set_dtype_policy(self.policy)
-        return self
-
-    def __exit__(self, *exc):
-        keras.config.set_dtype_policy(self._previous)
-        return self._scope.__exit__(*exc)
-
-
-def _release_memory() -> None:
-    """Drop Keras' global state before building the next model: a sweep builds
-    dozens of models in one process, and without this its memory keeps growing.
-    Models built earlier keep working."""
-    keras.backend.clear_session(free_memory=True)
-
-
-PREDICTIONS_FILE = reporting.PREDICTIONS_FILE
-#: Bumped when what decides a run's result changes in the code (not in its
-#: configuration), so that runs of older code are not reused.
-RUN_FORMAT = 2
-
-
-def _run(profile: config.Profile, name: str, run_config: dict, manifest_hash: str, teacher: str | None = None):
-    """``(key, folder)`` of a run: the key hashes the configuration, the teacher
-    run's key and the manifest's content hash; the folder is derived from it."""
-    key = training.run_key({"format": RUN_FORMAT, "config": run_config, "manifest": manifest_hash,
-                            "teacher": teacher})
-    return key, config.artifacts_dir(profile) / "runs" / f"{name}-{key}"
-
-
-#: Added to the profile's seed to draw a teacher's pretraining images
-#: (:attr:`~kd_utils.config.Profile.teacher_pretrain_per_class`): another
-#: generator seed, so none of them is an image of the profile's own splits.
-PRETRAIN_SEED_OFFSET = 100_000
-#: The pretraining set's validation and test shares (of all its images);
-#: the rest, 80%, trains.
-PRETRAIN_VAL_SHARE, PRETRAIN_TEST_SHARE = 0.1, 0.1
-
-
-def pretraining_data(profile: config.Profile) -> data.Manifest:
-    """The generated images the profile's teacher is pretrained on (a stand-in
-    for ImageNet, see :func:`pretrain_teacher`): ``teacher_pretrain_per_class``
-    per class from the synthetic generator with another seed, split 80/10/10
-    (validation chooses the epoch; test is reported only). Built once, stored
-    in the artifacts folder like the profile's own manifest."""
-    seed = PRETRAIN_SEED_OFFSET + profile.seed
-    n = profile.teacher_pretrain_per_class
-    name = f"{profile.teacher_size}px-{n}x2-seed{seed}"
-    folder = config.artifacts_dir(profile) / f"pretraining-data-{name}"
-    if (folder / "manifest.csv").is_file():
-        try:
-            return data.Manifest.load(folder)
-        except data.DataError as err:
-            storage.notice(f"{err} Rebuilding it now.")
-    manifest = data.build_manifest(
-        "synthetic", config.data_dir() / f"synthetic-{name}",
-        image_size=profile.teacher_size, seed=seed, val_fraction=PRETRAIN_VAL_SHARE / (1 - PRETRAIN_TEST_SHARE),
-        test_fraction=PRETRAIN_TEST_SHARE,
-        synthetic_per_class=n, work_dir=folder / "converted")
-    manifest.save(folder)
-    return manifest
-
-
-#: How a model trained on augmented views sees its training images, in its run's configuration.
-TEACHER_AUGMENT = "dihedral (flips and 90-degree turns), every epoch"
-ROBUST_AUGMENT = ("robust views (symmetries, zoom 0.75-1.33, black field or dark corners 25% each, "
-                  "intensity/contrast x0.8-1.2, hue +-0.04), every epoch")
-#: What a profile with ``color_constancy`` puts first in every model, in its runs' configuration.
-COLOR_CONSTANCY = "Shades of Gray, p = 6"
-
-
-def teacher_augment(profile: config.Profile) -> str | None:
-    """The views the profile's teacher trains on (:data:`kd_utils.batches.AUGMENTATIONS`)."""
-    return "robust" if profile.robust_teacher else ("dihedral" if profile.teacher_augment else None)
-
-
-def _view_config(augment: str | None, profile: config.Profile) -> dict:
-    """What a run's configuration (and so its key) says about its views and colour
-    constancy: nothing when both are off, so runs without them keep their keys."""
-    described = {None: None, "dihedral": TEACHER_AUGMENT, "robust": ROBUST_AUGMENT}[augment]
-    return {**({"augment": described} if described else {}),
-            **({"color_constancy": COLOR_CONSTANCY} if profile.color_constancy else {})}
-
-
-def _pretrain_run(profile: config.Profile, manifest_hash: str):
-    """``(key, folder, config)`` of the teacher's pretraining run."""
-    run_config = {
-        "model": "ResNet50 teacher, pretraining on generated images",
-        "profile": profile.name,
-        "image_size": profile.teacher_size,
-        "images_per_class": profile.teacher_pretrain_per_class,
-        "generator_seed": PRETRAIN_SEED_OFFSET + profile.seed,
-        "epochs": profile.teacher_pretrain_epochs,
-        "batch_size": profile.batch_size,
-        "learning_rate": profile.lr_backbone,
-        "learning_rate_schedule": "cosine decay to 0 over the run",
-        "bn_momentum": profile.teacher_bn_momentum,
-        "seed": profile.seed,
-        **_view_config(teacher_augment(profile), profile),
-        **accelerator_options(profile),
-        **execution_options(profile),
-    }
-    return (*_run(profile, "teacher-pretrain", run_config, manifest_hash), run_config)
-
-
-def _teacher_run(profile: config.Profile, manifest_hash: str, pretraining_hash: str | None = None):
-    """``(key, folder, config)`` of the profile's teacher run (its key covers
-    the pretraining run's, when the profile pretrains; ``pretraining_hash``:
-    that run's data, default :func:`pretraining_data`'s)."""
-    pretrained = profile.teacher_pretrain_per_class > 0
-    run_config = {
-        "model": "ResNet50 teacher",
-        "profile": profile.name,
-        "image_size": profile.teacher_size,
-        "weights": profile.weights,
-        "epochs": profile.teacher_epochs,
-        "batch_size": profile.batch_size,
-        "learning_rate": (profile.teacher_finetune_lr or profile.lr_backbone) if pretrained else profile.lr_backbone,
-        "seed": profile.seed,
-        **accelerator_options(profile),
-        **execution_options(profile),
-    }
-    if profile.teacher_bn_momentum is not None:
-        run_config["bn_momentum"] = profile.teacher_bn_momentum
-    run_config.update(_view_config(teacher_augment(profile), profile))
-    if pretrained:
-        run_config["pretrained_from"] = _pretrain_run(
-            profile, pretraining_hash or pretraining_data(profile).content_hash)[0]
-    return (*_run(profile, "teacher-resnet50", run_config, manifest_hash), run_config)
-
-
-SOFT_LOSSES = {"ce": "CategoricalCrossentropy", "kl": "SoftKLDivergence"}
-
-
-def _student_run(profile, manifest_hash, teacher, student="DSNet", *, temperature=None, alpha=None,
-                 batch_size=None, scale_by_t2=False, soft_loss="ce", seed=None, teacher_control=None, robust=None):
-    """``(key, folder, config)`` of one student run; ``teacher`` is the teacher's key.
-
-    ``alpha = 1`` is the run without the teacher (the no-distillation baseline);
-    its temperature and soft loss play no part. The folder's readable name is
-    ``<student>_T<T>_a<alpha>_b<batch>[_t2][_kl][_uniform|_shuffled]_s<seed>``
-    (``<student>_nokd_b<batch>_s<seed>``), followed by ``-<key>``.
-    """
-    alpha = profile.alpha if alpha is None else float(alpha)
-    no_kd = alpha >= 1.0
-    temperature = 1.0 if no_kd else (profile.temperature if temperature is None else float(temperature))
-    # At T = 1 the T^2 factor is 1: both loss forms are the same run.
-    scale_by_t2 = bool(scale_by_t2) and not no_kd and temperature != 1.0
-    if soft_loss not in SOFT_LOSSES:
-        raise ValueError(f"soft_loss must be one of {sorted(SOFT_LOSSES)}, got {soft_loss!r}.")
-    soft_loss = "ce" if no_kd else soft_loss
-    if teacher_control is not None and teacher_control not in TEACHER_CONTROLS:
-        raise ValueError(f"teacher_control must be one of {TEACHER_CONTROLS} or None, got {teacher_control!r}.")
-    teacher_control = None if no_kd else teacher_control
-    seed = profile.seeds[0] if seed is None else int(seed)
-    batch_size = int(batch_size or profile.batch_size)
-    is_dsnet = student.lower() == "dsnet"
-    kind = "without teacher" if no_kd else (f"with a {teacher_control} teacher" if teacher_control else "distilled")
-    run_config = {
-        "model": f"{student} {kind}",
-        "student": student,
-        "profile": profile.name,
-        "image_size": profile.image_size,
-        "weights": None if is_dsnet else profile.weights,
-        "epochs": profile.student_epochs if is_dsnet else profile.backbone_student_epochs,
-        "batch_size": batch_size,
-        "learning_rate": profile.lr_dsnet if is_dsnet else profile.lr_backbone,
-        "seed": seed,
-        "data_seed": profile.seed,
-        "alpha": alpha,
-        "temperature": None if no_kd else temperature,
-        "scale_by_t2": scale_by_t2,
-        "soft_loss": soft_loss,
-        "teacher_control": teacher_control,
-        **_view_config("robust" if (profile.robust_students if robust is None else robust) else None, profile),
-        **accelerator_options(profile),
-        **execution_options(profile),
-    }
-    if no_kd:
-        name = f"{student.lower()}_nokd_b{batch_size}"
-    else:
-        name = f"{student.lower()}_T{temperature:g}_a{alpha:g}_b{batch_size}"
-        name += ("_t2" if scale_by_t2 else "") + ("_kl" if soft_loss == "kl" else "")
-        name += f"_{teacher_control}" if teacher_control else ""
-    # Without the teacher the run does not depend on it: one baseline serves every teacher.
-    return (*_run(profile, f"{name}_s{seed}", run_config, manifest_hash, None if no_kd else teacher), run_config)
-
-
-def _save_predictions(run_dir: Path, predictions) -> None:
-    def write(tmp):
-        with open(tmp, "wb") as f:
-            np.savez(f, labels=predictions.labels, logits=predictions.logits)
-
-    storage.atomic_write(run_dir / PREDICTIONS_FILE, write)
-
-
-def _finish(model, run_dir: Path, key: str, run_config: dict, manifest, fit_info: dict, test_ds,
-            teacher: str | None = None, teacher_test_logits=None) -> dict:
-    """Score the chosen model once on the test split; store predictions, then the record.
-    With the teacher's test logits the record also holds the student's fidelity to it."""
-    predictions = evaluation.predict(model, test_ds)
-    _save_predictions(run_dir, predictions)
-    test = evaluation.metrics_from_predictions(predictions)
-    test["params"] = models.count_params(model)
-    if teacher_test_logits is not None:
-        test["fidelity"] = evaluation.fidelity(predictions.logits, teacher_test_logits)
-    record = {"config": run_config, "teacher_key": teacher, "manifest_hash": manifest.content_hash,
-              "data": manifest.info, **fit_info, "test": test}
-    training.save_record(run_dir, record, key)
-    return {**record, "key": key, "run_dir": str(run_dir)}
-
-
 def _loaded(run_dir: Path, record: dict, profile, manifest) -> tuple[keras.Model, dict]:
     """A finished run: its model, and its record with ``run_dir`` (where it lies now)."""
     model = keras.saving.load_model(run_dir / training.BEST_FILE, compile=False)
     model.run_eagerly = profile.run_eagerly
     if not (run_dir / "config.json").is_file() and "config" in record:  # damaged (load_finished said so)
-        storage.write_json(run_dir / "config.json", _config_file(record["key"], record["config"],
+        storage.write_json(run_dir / "config.json", runs.config_file(record["key"], record["config"],
                                                                  record.get("teacher_key"), record["manifest_hash"]))
         record = training.rebuilt(run_dir, record, "config.json")
-    if not (run_dir / PREDICTIONS_FILE).is_file():
+    if not (run_dir / runs.PREDICTIONS_FILE).is_file():
         predictions = evaluation.predict(model, datasets(profile, manifest or load_manifest(profile))[2])
-        _save_predictions(run_dir, predictions)
-        record = training.rebuilt(run_dir, record, PREDICTIONS_FILE)
+        runs.save_predictions(run_dir, predictions)
+        record = training.rebuilt(run_dir, record, runs.PREDICTIONS_FILE)
     return model, {**record, "run_dir": str(run_dir)}
-
-
-def _config_file(key, run_config, teacher, manifest_hash) -> dict:
-    """What ``config.json`` in a run folder holds: what its key was computed from."""
-    return {"key": key, "config": run_config, "teacher_key": teacher, "manifest_hash": manifest_hash}
 
 
 def _train_or_load(profile, manifest, key, run_dir, run_config, train, teacher=None):
@@ -455,16 +172,10 @@ def _train_or_load(profile, manifest, key, run_dir, run_config, train, teacher=N
         done = training.load_finished(run_dir, key)  # finished by another process meanwhile
         if done:
             return _loaded(run_dir, done, profile, manifest)
-        storage.write_json(run_dir / "config.json", _config_file(key, run_config, teacher, manifest.content_hash))
+        storage.write_json(run_dir / "config.json", runs.config_file(key, run_config, teacher, manifest.content_hash))
         model, fit_info, test_ds, *teacher_test = train(lock)
         lock.check()
-        return model, _finish(model, run_dir, key, run_config, manifest, fit_info, test_ds, teacher, *teacher_test)
-
-
-def _mark(model: keras.Model, key: str, run_dir: Path) -> keras.Model:
-    """Let a teacher model carry its run's key (for its students' keys) and folder (logit cache)."""
-    model.kd_run_key, model.kd_run_dir = key, str(run_dir)
-    return model
+        return model, runs.finish(model, run_dir, key, run_config, manifest, fit_info, test_ds, teacher, *teacher_test)
 
 
 def _new_teacher(profile: config.Profile) -> keras.Model:
@@ -483,18 +194,18 @@ def _teacher_builder(profile, manifest, strategy, learning_rate, start: dict | N
     profile's teacher (with ``start["weights"]`` when given), compiled with
     Adam at ``learning_rate`` (a number or a schedule), and the datasets at
     the micro-batch."""
-    accel = accelerator_options(profile)
+    accel = runs.accelerator_options(profile)
 
     def build(batching):
-        _release_memory()
+        runs.release_memory()
         training.set_seeds(profile.seed)
-        splits = datasets(profile.teacher_view(), manifest, batching.micro_batch, augment=teacher_augment(profile))
-        with _build_scope(strategy, accel.get("mixed_precision", False)):
+        splits = datasets(profile.teacher_view(), manifest, batching.micro_batch, augment=runs.teacher_augment(profile))
+        with runs.build_scope(strategy, accel.get("mixed_precision", False)):
             teacher = _new_teacher(profile)
             if start:
                 teacher.set_weights(start["weights"])
-            _classifier_compile(teacher, learning_rate, batching.accumulation_steps, **accel,
-                                **execution_options(profile))
+            runs.compile_classifier(teacher, learning_rate, batching.accumulation_steps, **accel,
+                                **runs.execution_options(profile))
         return teacher, splits
 
     return build
@@ -506,12 +217,12 @@ def pretrain_teacher(profile: config.Profile, verbose: int = 2, strategy=None):
     The paper's teacher starts from ImageNet weights: it knows about images
     before it sees a lesion. Without network or ImageNet (the ``cpu``
     profile) the stand-in is a ResNet50 trained first on
-    :func:`pretraining_data`: many more generated lesions than the profile's
+    :func:`kd_utils.runs.pretraining_data`: many more generated lesions than the profile's
     training split holds, none of them in its splits. The student never sees
     them; what the teacher learns there reaches it only through the soft targets.
     """
-    manifest = pretraining_data(profile)
-    key, run_dir, run_config = _pretrain_run(profile, manifest.content_hash)
+    manifest = runs.pretraining_data(profile)
+    key, run_dir, run_config = runs.pretrain_run(profile, manifest.content_hash)
     # Updates over the run (the same with gradient accumulation): the cosine decay's length.
     steps = -(-int(manifest.counts().loc["train", "total"]) // profile.batch_size) * profile.teacher_pretrain_epochs
     build = _teacher_builder(profile, manifest, strategy, keras.optimizers.schedules.CosineDecay(profile.lr_backbone,
@@ -524,7 +235,7 @@ def pretrain_teacher(profile: config.Profile, verbose: int = 2, strategy=None):
         return model, fit_info, splits[2]
 
     model, record = _train_or_load(profile.teacher_view(), manifest, key, run_dir, run_config, train)
-    return _mark(model, key, run_dir), record
+    return runs.mark(model, key, run_dir), record
 
 
 def train_teacher(profile: config.Profile, manifest: data.Manifest, verbose: int = 2, strategy=None):
@@ -536,7 +247,7 @@ def train_teacher(profile: config.Profile, manifest: data.Manifest, verbose: int
     and then trains it on the profile's training split at ``teacher_finetune_lr``;
     the record's ``pretraining`` holds that run's key and accuracies.
     """
-    key, run_dir, run_config = _teacher_run(profile, manifest.content_hash)
+    key, run_dir, run_config = runs.teacher_run(profile, manifest.content_hash)
     start = {}  # the pretrained weights, once pretrain_teacher has run
     build = _teacher_builder(profile, manifest, strategy, run_config["learning_rate"], start)
 
@@ -549,13 +260,13 @@ def train_teacher(profile: config.Profile, manifest: data.Manifest, verbose: int
             tensorboard=profile.tensorboard, lock=lock)
         if start:
             fit_info["pretraining"] = {"key": pre_record["key"], "run_dir": pre_record["run_dir"],
-                                       "train_images": int(pretraining_data(profile).counts().loc["train", "total"]),
+                                       "train_images": int(runs.pretraining_data(profile).counts().loc["train", "total"]),
                                        "best_val_accuracy": pre_record["best_val_accuracy"],
                                        "test_accuracy": pre_record["test"]["accuracy"]}
         return teacher, fit_info, splits[2]
 
     model, record = _train_or_load(profile.teacher_view(), manifest, key, run_dir, run_config, train)
-    return _mark(model, key, run_dir), record
+    return runs.mark(model, key, run_dir), record
 
 
 def distill_student(
@@ -591,25 +302,25 @@ def distill_student(
     KL at T = 1). ``robust`` (default: the profile's ``robust_students``)
     trains the student on :func:`kd_utils.batches.robust_view` views.
     """
-    teacher_id = teacher_key(teacher)
-    key, run_dir, run_config = _student_run(
+    teacher_id = runs.teacher_key(teacher)
+    key, run_dir, run_config = runs.student_run(
         profile, manifest.content_hash, teacher_id, student, temperature=temperature, alpha=alpha,
         batch_size=batch_size, scale_by_t2=scale_by_t2, soft_loss=soft_loss, seed=seed,
         teacher_control=teacher_control, robust=robust)
-    accel = accelerator_options(profile)
+    accel = runs.accelerator_options(profile)
     c = run_config
 
     def build(batching):
-        _release_memory()
+        runs.release_memory()
         training.set_seeds(c["seed"])
         splits = datasets(profile, manifest, batching.micro_batch, teacher=teacher,
                           teacher_control=c["teacher_control"], augment="robust" if "augment" in c else None)
-        with _build_scope(strategy, accel.get("mixed_precision", False)):
+        with runs.build_scope(strategy, accel.get("mixed_precision", False)):
             model = models.build_student(student, profile.image_size, weights=c["weights"],
                                          color_constancy=profile.color_constancy)
             distiller = Distiller(student=model, teacher=None)
             distiller.compile(
-                optimizer=_optimizer(c["learning_rate"], accel.get("mixed_precision", False),
+                optimizer=runs.optimizer(c["learning_rate"], accel.get("mixed_precision", False),
                                      batching.accumulation_steps),
                 metrics=[keras.metrics.CategoricalAccuracy()],
                 distillation_loss_fn=SoftKLDivergence() if c["soft_loss"] == "kl" else None,
@@ -617,7 +328,7 @@ def distill_student(
                 temperature=c["temperature"] or 1.0,
                 scale_by_t2=c["scale_by_t2"],
                 **({"jit_compile": accel["jit_compile"]} if accel else {}),
-                **execution_options(profile),
+                **runs.execution_options(profile),
             )
         return distiller, splits
 
@@ -668,7 +379,7 @@ def repeat(profile, manifest, teacher, student="DSNet", *, seeds=None, verbose=0
     progress = progress or Progress(len(seeds))
     sharded = shard.from_env()
     runs = {} if sharded is None else {  # seed -> (key, folder)
-        s: _student_of_profile(profile, manifest, student, teacher, seed=s,
+        s: student_of_profile(profile, manifest, student, teacher, seed=s,
                                **{k: v for k, v in options.items() if k != "strategy"})[:2] for s in seeds}
     owned = sharded.owns([runs[s][0] for s in seeds]) if sharded else [True] * len(seeds)
     records = {}
@@ -745,14 +456,11 @@ def quickstart(profile_name: str | None = None, **overrides) -> dict:
     return {"teacher": teacher_record, "dsnet": student_record}
 
 
-# --------------------------------------------------------------------------- notebook steps
-
-
 class MissingStepError(FileNotFoundError):
     """An earlier notebook's output is missing; the message names the notebook."""
 
 
-def _require(path: Path, notebook: str, profile: config.Profile) -> Path:
+def require_step(path: Path, notebook: str, profile: config.Profile) -> Path:
     if not Path(path).exists():
         raise MissingStepError(
             f"{path} is missing: run notebooks/{notebook}.ipynb first with profile {profile.name!r} "
@@ -764,7 +472,7 @@ def _require(path: Path, notebook: str, profile: config.Profile) -> Path:
 def load_manifest(profile: config.Profile) -> data.Manifest:
     """The manifest written by notebook 01 (rebuilt, with a note, when images changed on disk since)."""
     folder = config.artifacts_dir(profile) / "data"
-    _require(folder / "manifest.csv", "01_data_preparation", profile)
+    require_step(folder / "manifest.csv", "01_data_preparation", profile)
     try:
         return data.Manifest.load(folder)
     except data.ImagesChanged as err:
@@ -782,123 +490,6 @@ def _finished(profile, key, run_dir, notebook: str) -> dict:
     return record
 
 
-def sweep(profile, manifest, teacher, *, temperatures=None, batch_sizes=None, alphas=None, student="DSNet",
-          temperature=None, alpha=None, verbose=0, progress: Progress | None = None, **options):
-    """DSNet for each temperature (Table 1), batch size (Table 6) or alpha, every seed.
-
-    Returns ``{value: [record per seed]}``; each run is skipped when already
-    done. ``temperature`` / ``alpha`` fix the other knob (default: the profile's).
-    """
-    plan = [("temperature", float(t)) for t in temperatures or ()]
-    plan += [("batch_size", int(b)) for b in batch_sizes or ()]
-    plan += [("alpha", float(a)) for a in alphas or ()]
-    progress = progress or Progress(len(plan) * len(profile.seeds))
-    records = {}
-    for knob, value in plan:
-        settings = {"temperature": temperature, "alpha": alpha, **options, knob: value}
-        records[value] = repeat(profile, manifest, teacher, student, verbose=verbose, progress=progress, **settings)
-    return records
-
-
-def mean_val_accuracy(runs) -> float:
-    return float(np.mean([r["best_val_accuracy"] for r in reporting.runs_of(runs)]))
-
-
-def choose_on_validation(records: dict):
-    """The key whose runs had the best mean validation accuracy (ties: the first).
-
-    ``records`` maps a value to a record or to a list of records (one per seed).
-    The test split plays no part.
-    """
-    keys = list(records)
-    return max(keys, key=lambda k: (mean_val_accuracy(records[k]), -keys.index(k)))
-
-
-def _choice_basis(profile, manifest, teacher=None) -> dict:
-    """What a choice on validation depends on: the teacher (default the
-    profile's teacher run) and the data."""
-    key = teacher_key(teacher) if teacher is not None else _teacher_run(profile, manifest.content_hash)[0]
-    return {"teacher": key, "manifest": manifest.content_hash}
-
-
-def save_choice(profile: config.Profile, name: str, value, basis: dict | None = None) -> Path:
-    return storage.write_json(config.artifacts_dir(profile) / f"chosen_{name}.json",
-                              {name: value, "chosen_on": "mean validation accuracy over seeds", "basis": basis})
-
-
-def load_choice(profile: config.Profile, name: str, notebook: str = "04_temperature_sweep", basis=None):
-    """A value chosen on validation; a choice made for another teacher or data counts as missing."""
-    path = _require(config.artifacts_dir(profile) / f"chosen_{name}.json", notebook, profile)
-    saved = reporting.load_record(path)
-    if basis is not None and saved.get("basis") not in (None, basis):
-        raise MissingStepError(f"{path} was chosen for another teacher or data set: run notebooks/{notebook}.ipynb "
-                               f"again with profile {profile.name!r}.")
-    return saved[name]
-
-
-SETTINGS = ("temperature", "alpha", "scale_by_t2")
-
-#: How a record, table or summary names each loss form.
-LOSS_FORMS = {False: "paper eq. (5)", True: "eq. (5) with T^2"}
-
-
-def chosen_settings(profile: config.Profile, manifest=None, teacher=None) -> dict:
-    """``{"temperature": T, "alpha": alpha, "scale_by_t2": bool}`` chosen on
-    validation by notebook 04 (for ``teacher`` and ``manifest``, default the profile's)."""
-    basis = _choice_basis(profile, manifest or load_manifest(profile), teacher)
-    return {name: load_choice(profile, name, basis=basis) for name in SETTINGS}
-
-
-def choose_settings(profile: config.Profile, manifest, teacher, verbose: int = 0) -> dict:
-    """Notebook 04's choice, by mean validation accuracy over seeds (the test
-    split plays no part): the loss form and T together, over the profile's
-    temperatures with the paper's equation (5) and with Hinton's T^2-scaled
-    soft term, at the profile's alpha; then alpha over the profile's alphas
-    at that form and T. Saved for the later notebooks. Returns the choice and
-    the sweeps' records (``by_temperature``: ``{form: {T: runs}}`` with the
-    forms of :data:`LOSS_FORMS`; ``by_alpha``: ``{alpha: runs}``)."""
-    progress = Progress(2 * len(profile.temperatures) * len(profile.seeds))
-    by_temperature = {
-        LOSS_FORMS[t2]: sweep(profile, manifest, teacher, temperatures=profile.temperatures, scale_by_t2=t2,
-                              verbose=verbose, progress=progress)
-        for t2 in (False, True)
-    }
-    candidates = {(t2, t): runs for t2 in (False, True) for t, runs in by_temperature[LOSS_FORMS[t2]].items()}
-    scale_by_t2, temperature = choose_on_validation(candidates)
-    by_alpha = sweep(profile, manifest, teacher, alphas=profile.alphas, temperature=temperature,
-                     scale_by_t2=scale_by_t2, verbose=verbose)
-    chosen = save_settings(profile, manifest, teacher, temperature=temperature, alpha=choose_on_validation(by_alpha),
-                           scale_by_t2=scale_by_t2)
-    return {**chosen, "by_temperature": by_temperature, "by_alpha": by_alpha}
-
-
-def save_settings(profile: config.Profile, manifest, teacher, *, temperature, alpha, scale_by_t2) -> dict:
-    """Save the loss form, T and alpha chosen on validation for this teacher and
-    data, where notebooks 05-07 find them (:func:`chosen_settings`); returns them."""
-    basis = _choice_basis(profile, manifest, teacher)
-    chosen = {"temperature": temperature, "alpha": alpha, "scale_by_t2": scale_by_t2}
-    for name in SETTINGS:
-        save_choice(profile, name, chosen[name], basis)
-    return chosen
-
-
-def settings_for(profile: config.Profile, manifest, teacher) -> dict:
-    """The loss form, T and alpha chosen on validation for this teacher and
-    data; when notebook 04 has not chosen them yet, its sweep runs now (skip-if-done)."""
-    try:
-        return chosen_settings(profile, manifest, teacher)
-    except MissingStepError:
-        print("No loss form, T and alpha chosen yet for this teacher and data: running the sweep of notebook 04 now.")
-        chosen = choose_settings(profile, manifest, teacher)
-        return {name: chosen[name] for name in SETTINGS}
-
-
-def describe_settings(settings: dict) -> str:
-    """``"T = 10, alpha = 0.1, eq. (5) with T^2"``: a chosen setting in words."""
-    return (f"T = {settings['temperature']:g}, alpha = {settings['alpha']:g}, "
-            f"{LOSS_FORMS[bool(settings.get('scale_by_t2', False))]}")
-
-
 def data_and_teacher(profile: config.Profile, verbose: int = 2):
     """``(manifest, teacher, teacher_record)`` for the notebooks from 02 on:
     loaded when notebooks 01 and 02 made them (here or on Drive), built now
@@ -908,11 +499,11 @@ def data_and_teacher(profile: config.Profile, verbose: int = 2):
     return manifest, teacher, record
 
 
-def _student_of_profile(profile, manifest, student="DSNet", teacher=None, **settings):
+def student_of_profile(profile, manifest, student="DSNet", teacher=None, **settings):
     """``(key, folder, config)`` of a student run distilled from ``teacher``
     (default: the profile's own teacher run)."""
-    teacher = teacher_key(teacher) if teacher is not None else _teacher_run(profile, manifest.content_hash)[0]
-    return _student_run(profile, manifest.content_hash, teacher, student, **settings)
+    teacher = runs.teacher_key(teacher) if teacher is not None else runs.teacher_run(profile, manifest.content_hash)[0]
+    return runs.student_run(profile, manifest.content_hash, teacher, student, **settings)
 
 
 def load_student(profile, student="DSNet", *, temperature=None, alpha=None, batch_size=None, seed=None,
@@ -920,52 +511,8 @@ def load_student(profile, student="DSNet", *, temperature=None, alpha=None, batc
     """``(model, record)`` of a distillation run an earlier notebook finished
     (from ``teacher``, default the profile's teacher run, on ``manifest``, default the profile's)."""
     manifest = manifest or load_manifest(profile)
-    key, run_dir, _ = _student_of_profile(profile, manifest, student, teacher, temperature=temperature, alpha=alpha,
+    key, run_dir, _ = student_of_profile(profile, manifest, student, teacher, temperature=temperature, alpha=alpha,
                                           batch_size=batch_size, seed=seed, scale_by_t2=scale_by_t2,
                                           soft_loss=soft_loss)
     record = _finished(profile, key, run_dir, notebook)
     return _loaded(run_dir, record, profile, manifest)
-
-
-def compared_models(profile: config.Profile, manifest, teacher, teacher_record: dict, chosen: dict) -> dict:
-    """The models notebook 06 scores beyond the test split, ``{name: [record per run]}``:
-    the teacher, DSNet and each large student distilled (``chosen`` settings)
-    and without the teacher. A profile whose teacher trains on robust views
-    (``robust_teacher``) while its students do too adds DSNet trained without
-    the views, distilled from that teacher and without it: whether
-    distillation passes the teacher's robustness on. Runs finished by
-    notebooks 03-05 are loaded; the extra ones are trained here."""
-    groups = {"Teacher ResNet50": [teacher_record],
-              "DSNet distilled": repeat(profile, manifest, teacher, **chosen),
-              "DSNet without teacher": repeat(profile, manifest, teacher, alpha=1.0)}
-    if profile.robust_teacher and profile.robust_students:
-        groups["DSNet distilled, trained without the views"] = repeat(profile, manifest, teacher, robust=False,
-                                                                        **chosen)
-        groups["DSNet without teacher, trained without the views"] = repeat(profile, manifest, teacher, alpha=1.0,
-                                                                              robust=False)
-    for name in profile.students:
-        groups[f"{name} distilled"] = repeat(profile, manifest, teacher, name, **chosen)
-        groups[f"{name} without teacher"] = repeat(profile, manifest, teacher, name, alpha=1.0)
-    return groups
-
-
-def final_student_path(profile: config.Profile, student: str = "DSNet", *, manifest=None, teacher=None) -> Path:
-    """The ``.keras`` file of the student to deploy: the temperature and alpha
-    chosen on validation (notebook 04) and, of its seeds, the one with the
-    best validation accuracy (distilled from ``teacher``, default the profile's
-    teacher run, on ``manifest``, default the profile's)."""
-    manifest = manifest or load_manifest(profile)
-    chosen = chosen_settings(profile, manifest, teacher)
-    records = {}
-    for seed in profile.seeds:
-        key, run_dir, _ = _student_of_profile(profile, manifest, student, teacher, seed=seed, **chosen)
-        record = training.load_finished(run_dir, key)
-        if record is not None:
-            records[run_dir] = record
-    if not records:
-        raise MissingStepError(
-            f"No finished {student} run at T={chosen['temperature']:g}, alpha={chosen['alpha']:g} in "
-            f"{config.artifacts_dir(profile) / 'runs'}: run notebooks/04_temperature_sweep.ipynb with profile "
-            f"{profile.name!r} (or `python -m kd_utils reproduce --profile {profile.name}`)."
-        )
-    return choose_on_validation(records) / training.BEST_FILE

@@ -412,11 +412,11 @@ def test_robust_epochs_are_reproducible_for_exact_resume(tiny_manifest):
 
 
 def test_the_teacher_run_records_its_augmentation_and_students_keep_their_keys():
-    from kd_utils import pipeline
+    from kd_utils import runs
 
     profile = config.get_profile("kaggle-cpu")
-    key, _, run_config = pipeline._teacher_run(profile, "m")
+    key, _, run_config = runs.teacher_run(profile, "m")
     assert run_config["augment"].startswith("dihedral") and run_config["image_size"] == 64
-    plain_key, _, plain = pipeline._teacher_run(profile.replace(teacher_augment=False), "m")
+    plain_key, _, plain = runs.teacher_run(profile.replace(teacher_augment=False), "m")
     assert "augment" not in plain and plain_key != key
-    assert pipeline._teacher_run(config.get_profile("smoke"), "m")[2].get("augment") is None
+    assert runs.teacher_run(config.get_profile("smoke"), "m")[2].get("augment") is None

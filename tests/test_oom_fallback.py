@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kd_utils import config, memory, models, pipeline, training
+from kd_utils import config, memory, models, pipeline, runs, training
 from kd_utils.distillation import Distiller
 
 
@@ -46,7 +46,7 @@ def out_of_memory_above(monkeypatch, limit):
 
 
 def student_key(profile, manifest, teacher):
-    return pipeline._student_run(profile, manifest.content_hash, pipeline.teacher_key(teacher))[:2]
+    return runs.student_run(profile, manifest.content_hash, runs.teacher_key(teacher))[:2]
 
 
 def test_the_fake_raises_what_a_gpu_raises(tiny, monkeypatch):

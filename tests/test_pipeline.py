@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from kd_utils import config, models, pipeline, reporting
+from kd_utils import choices, config, models, pipeline, reporting, runs
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_an_eager_profile_trains_the_student_graph_mode_trains(tiny, artifacts):
     assert eager["config"]["run_eagerly"] is True and "run_eagerly" not in graph["config"]
     assert eager["key"] != graph["key"]
     assert eager["best_val_accuracy"] == pytest.approx(graph["best_val_accuracy"])
-    logits = [np.load(os.path.join(r["run_dir"], pipeline.PREDICTIONS_FILE))["logits"] for r in (eager, graph)]
+    logits = [np.load(os.path.join(r["run_dir"], runs.PREDICTIONS_FILE))["logits"] for r in (eager, graph)]
     np.testing.assert_allclose(logits[0], logits[1], rtol=1e-4, atol=1e-4)
     loaded = pipeline.repeat(profile, manifest, teacher)[0]  # found again, not trained again
     assert loaded["key"] == eager["key"] and loaded["train_seconds"] == eager["train_seconds"]
@@ -90,20 +90,20 @@ def test_choices_use_mean_validation_accuracy_only():
         return {"best_val_accuracy": val, "test": {"accuracy": test}}
 
     records = {1.0: [run(0.70, 0.99), run(0.72, 0.99)], 10.0: [run(0.80, 0.50), run(0.76, 0.50)], 50.0: run(0.78, 0.9)}
-    assert pipeline.choose_on_validation(records) == 10.0  # best mean validation, whatever the test says
-    assert pipeline.choose_on_validation({3.0: run(0.8, 0), 5.0: run(0.8, 1)}) == 3.0  # ties: the first
+    assert choices.choose_on_validation(records) == 10.0  # best mean validation, whatever the test says
+    assert choices.choose_on_validation({3.0: run(0.8, 0), 5.0: run(0.8, 1)}) == 3.0  # ties: the first
 
 
 def test_final_student_is_the_chosen_setting_and_best_validation_seed(tiny, artifacts):
     profile, manifest, teacher = tiny
     with pytest.raises(pipeline.MissingStepError, match="04_temperature_sweep"):
-        pipeline.final_student_path(profile, manifest=manifest, teacher=teacher)
+        choices.final_student_path(profile, manifest=manifest, teacher=teacher)
     records = pipeline.repeat(profile, manifest, teacher, temperature=3.0, alpha=0.5)
-    pipeline.save_choice(profile, "temperature", 3.0)
-    pipeline.save_choice(profile, "alpha", 0.5)
-    pipeline.save_choice(profile, "scale_by_t2", False)
+    choices.save_choice(profile, "temperature", 3.0)
+    choices.save_choice(profile, "alpha", 0.5)
+    choices.save_choice(profile, "scale_by_t2", False)
     best = max(records, key=lambda r: r["best_val_accuracy"])
-    found = pipeline.final_student_path(profile, manifest=manifest, teacher=teacher)
+    found = choices.final_student_path(profile, manifest=manifest, teacher=teacher)
     assert str(found) == os.path.join(best["run_dir"], "best.keras")
     model, record = pipeline.load_student(profile, temperature=3.0, alpha=0.5, seed=best["config"]["seed"],
                                           manifest=manifest, teacher=teacher)
@@ -186,16 +186,16 @@ def test_mixed_precision_scope_trains_in_float16_and_restores_the_policy():
 
     profile = config.get_profile("smoke", mixed_precision=True, jit_compile=True)
     if not tf.config.list_physical_devices("GPU"):
-        assert pipeline.accelerator_options(profile) == {}  # float16 on a CPU is slower: off
-    assert pipeline.accelerator_options(config.get_profile("smoke")) == {}
+        assert runs.accelerator_options(profile) == {}  # float16 on a CPU is slower: off
+    assert runs.accelerator_options(config.get_profile("smoke")) == {}
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(16, 32, 32, 3)).astype("uint8")
     labels = np.eye(2, dtype="float32")[rng.integers(0, 2, 16)]
-    with pipeline._build_scope(None, mixed_precision=True):
+    with runs.build_scope(None, mixed_precision=True):
         keras.utils.set_random_seed(0)
         student = models.build_dsnet(32)
         distiller = pipeline.Distiller(student=student, teacher=models.build_dsnet(32))
-        distiller.compile(optimizer=pipeline._optimizer(1e-3, True), metrics=[keras.metrics.CategoricalAccuracy()])
+        distiller.compile(optimizer=runs.optimizer(1e-3, True), metrics=[keras.metrics.CategoricalAccuracy()])
     assert keras.config.dtype_policy().name == "float32"
     assert student.layers[2].compute_dtype == "float16" and student.layers[2].variable_dtype == "float32"
     assert isinstance(distiller.optimizer, keras.optimizers.LossScaleOptimizer)
@@ -218,19 +218,19 @@ def test_a_later_notebook_alone_makes_the_choice_it_needs(tiny, artifacts, capsy
     and a choice made for another teacher does not count."""
     profile, manifest, teacher = tiny
     profile = profile.replace(temperatures=(3.0, 10.0), alphas=(0.1, 0.5), seeds=(1,), student_epochs=1)
-    chosen = pipeline.settings_for(profile, manifest, teacher)
+    chosen = choices.settings_for(profile, manifest, teacher)
     out = capsys.readouterr().out
     assert "running the sweep of notebook 04 now" in out
     assert chosen["temperature"] in (3.0, 10.0) and chosen["alpha"] in (0.1, 0.5) and chosen["scale_by_t2"] in (0, 1)
     # two loss forms x two temperatures, then two alphas (one of them a run of the T sweep, loaded):
     # one progress line per run
     assert out.count("test acc") == 6 and "[4/4]" in out and "[2/2]" in out and "run(s) left" in out
-    assert pipeline.settings_for(profile, manifest, teacher) == chosen  # saved: no sweep the second time
+    assert choices.settings_for(profile, manifest, teacher) == chosen  # saved: no sweep the second time
     assert "running the sweep" not in capsys.readouterr().out
     keras.utils.set_random_seed(5)
     other = models.build_dsnet(32)
     with pytest.raises(pipeline.MissingStepError, match="another teacher"):
-        pipeline.chosen_settings(profile, manifest, other)
+        choices.chosen_settings(profile, manifest, other)
 
 
 def test_the_loss_form_and_temperature_are_chosen_together_on_validation(monkeypatch, artifacts):
@@ -248,25 +248,25 @@ def test_the_loss_form_and_temperature_are_chosen_together_on_validation(monkeyp
                     for t in temperatures}
         return {a: [{"best_val_accuracy": 0.6 + a, "test": {"accuracy": 0.0}}] for a in alphas}
 
-    monkeypatch.setattr(pipeline, "sweep", fake_sweep)
+    monkeypatch.setattr(choices, "sweep", fake_sweep)
     manifest = types.SimpleNamespace(content_hash="m" * 64)
     teacher = types.SimpleNamespace(kd_run_key="t" * 16)
-    choice = pipeline.choose_settings(profile, manifest, teacher)
+    choice = choices.choose_settings(profile, manifest, teacher)
     assert (choice["scale_by_t2"], choice["temperature"], choice["alpha"]) == (True, 10.0, 0.5)
     assert list(choice["by_temperature"]) == ["paper eq. (5)", "eq. (5) with T^2"]
     assert calls[-1] == (None, (0.1, 0.5), 10.0, True)  # alpha at the chosen form and T
-    assert pipeline.chosen_settings(profile, manifest, teacher) == {"temperature": 10.0, "alpha": 0.5,
+    assert choices.chosen_settings(profile, manifest, teacher) == {"temperature": 10.0, "alpha": 0.5,
                                                                     "scale_by_t2": True}
-    assert pipeline.describe_settings(choice) == "T = 10, alpha = 0.5, eq. (5) with T^2"
+    assert choices.describe_settings(choice) == "T = 10, alpha = 0.5, eq. (5) with T^2"
 
 
 def test_at_temperature_one_both_loss_forms_are_one_run():
     profile = config.get_profile("smoke")
-    plain = pipeline._student_run(profile, "m" * 64, "t" * 16, temperature=1.0, alpha=0.1)
-    scaled = pipeline._student_run(profile, "m" * 64, "t" * 16, temperature=1.0, alpha=0.1, scale_by_t2=True)
+    plain = runs.student_run(profile, "m" * 64, "t" * 16, temperature=1.0, alpha=0.1)
+    scaled = runs.student_run(profile, "m" * 64, "t" * 16, temperature=1.0, alpha=0.1, scale_by_t2=True)
     assert plain[0] == scaled[0] and scaled[2]["scale_by_t2"] is False
-    at_ten = pipeline._student_run(profile, "m" * 64, "t" * 16, temperature=10.0, alpha=0.1, scale_by_t2=True)
-    assert at_ten[0] != pipeline._student_run(profile, "m" * 64, "t" * 16, temperature=10.0, alpha=0.1)[0]
+    at_ten = runs.student_run(profile, "m" * 64, "t" * 16, temperature=10.0, alpha=0.1, scale_by_t2=True)
+    assert at_ten[0] != runs.student_run(profile, "m" * 64, "t" * 16, temperature=10.0, alpha=0.1)[0]
 
 
 def test_a_teacher_at_a_larger_size_trains_and_teaches_a_smaller_student(tiny_manifest, artifacts):
@@ -295,24 +295,24 @@ def test_robust_views_and_colour_constancy_are_part_of_the_runs_and_their_keys(t
     (a robust teacher into a plain student), and the teacher's logits are
     those of the images as they are."""
     plain = config.get_profile("smoke", image_size=32, batch_size=32, seeds=(1,), student_epochs=1)
-    assert pipeline._view_config(None, plain) == {}
-    assert "augment" not in pipeline._student_run(plain, "m", "t")[2]
+    assert runs.view_config(None, plain) == {}
+    assert "augment" not in runs.student_run(plain, "m", "t")[2]
     profile = plain.replace(robust_teacher=True, robust_students=True, color_constancy=True)
-    teacher_config = pipeline._teacher_run(profile, "m")[2]
-    assert teacher_config["augment"] == pipeline.ROBUST_AUGMENT
-    assert teacher_config["color_constancy"] == pipeline.COLOR_CONSTANCY
-    assert pipeline._teacher_run(profile, "m")[0] != pipeline._teacher_run(plain, "m")[0]
+    teacher_config = runs.teacher_run(profile, "m")[2]
+    assert teacher_config["augment"] == runs.ROBUST_AUGMENT
+    assert teacher_config["color_constancy"] == runs.COLOR_CONSTANCY
+    assert runs.teacher_run(profile, "m")[0] != runs.teacher_run(plain, "m")[0]
     teacher, record = pipeline.train_teacher(profile, tiny_manifest, verbose=0)
-    assert teacher.get_layer("shades_of_gray") and record["config"]["augment"] == pipeline.ROBUST_AUGMENT
+    assert teacher.get_layer("shades_of_gray") and record["config"]["augment"] == runs.ROBUST_AUGMENT
     images = np.stack([keras.ops.convert_to_numpy(pipeline.batches.load_image(p, 32))
                        for p in tiny_manifest.split("val").path])
     assert np.allclose(pipeline.teacher_logits(profile, tiny_manifest, teacher, "val"),
                        teacher.predict(images, verbose=0), atol=1e-4)
     student, robust = pipeline.distill_student(profile, tiny_manifest, teacher, verbose=0)
     _, without = pipeline.distill_student(profile, tiny_manifest, teacher, robust=False, verbose=0)
-    assert student.get_layer("shades_of_gray") and robust["config"]["augment"] == pipeline.ROBUST_AUGMENT
+    assert student.get_layer("shades_of_gray") and robust["config"]["augment"] == runs.ROBUST_AUGMENT
     assert "augment" not in without["config"] and without["key"] != robust["key"]
-    assert without["config"]["color_constancy"] == pipeline.COLOR_CONSTANCY
+    assert without["config"]["color_constancy"] == runs.COLOR_CONSTANCY
 
 
 def test_notebook_06_compares_the_plain_students_of_a_robust_teacher(monkeypatch):
@@ -323,12 +323,12 @@ def test_notebook_06_compares_the_plain_students_of_a_robust_teacher(monkeypatch
                         calls.append((student, options)) or [{"student": student, **options}])
     chosen = {"temperature": 1.0, "alpha": 0.1, "scale_by_t2": False}
     plain = config.get_profile("kaggle-cpu")
-    groups = pipeline.compared_models(plain, None, None, {"teacher": True}, chosen)
+    groups = choices.compared_models(plain, None, None, {"teacher": True}, chosen)
     assert list(groups) == ["Teacher ResNet50", "DSNet distilled", "DSNet without teacher", "MobileNet distilled",
                             "MobileNet without teacher", "EfficientNetB0 distilled", "EfficientNetB0 without teacher"]
     assert not any("robust" in options for _, options in calls)
     calls.clear()
-    groups = pipeline.compared_models(config.get_profile("kaggle-cpu-robust"), None, None, {}, chosen)
+    groups = choices.compared_models(config.get_profile("kaggle-cpu-robust"), None, None, {}, chosen)
     assert groups["DSNet distilled, trained without the views"] == [{"student": "DSNet", "robust": False, **chosen}]
     assert groups["DSNet without teacher, trained without the views"] == [
         {"student": "DSNet", "alpha": 1.0, "robust": False}]

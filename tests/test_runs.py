@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kd_utils import batches, config, data, models, pipeline, storage, training
+from kd_utils import batches, config, data, models, pipeline, runs, storage, training
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def test_a_changed_teacher_means_new_student_runs(tiny):
     first_teacher, other_teacher = dsnet_teacher(0), dsnet_teacher(1)
     _, first = pipeline.distill_student(profile, manifest, first_teacher, verbose=0)
     _, other = pipeline.distill_student(profile, manifest, other_teacher, verbose=0)
-    assert first["teacher_key"] == pipeline.teacher_key(first_teacher) != other["teacher_key"]
+    assert first["teacher_key"] == runs.teacher_key(first_teacher) != other["teacher_key"]
     assert first["key"] != other["key"] and first["run_dir"] != other["run_dir"]
     assert first["history"]["distillation_loss"] != other["history"]["distillation_loss"]  # trained, not reused
     assert any((Path(first["run_dir"]) / "tensorboard").rglob("*tfevents*"))  # the profile's switch is on
@@ -48,15 +48,15 @@ def test_a_changed_teacher_means_new_student_runs(tiny):
 def test_a_retrained_teacher_changes_the_keys_its_students_are_found_by(tiny):
     profile, manifest = tiny
     one, two = profile.replace(teacher_epochs=1), profile.replace(teacher_epochs=2)
-    teacher_one, teacher_two = (pipeline._teacher_run(p, manifest.content_hash)[0] for p in (one, two))
+    teacher_one, teacher_two = (runs.teacher_run(p, manifest.content_hash)[0] for p in (one, two))
     assert teacher_one != teacher_two
-    student_one = pipeline._student_of_profile(one, manifest)[0]
-    student_two = pipeline._student_of_profile(two, manifest)[0]
+    student_one = pipeline.student_of_profile(one, manifest)[0]
+    student_two = pipeline.student_of_profile(two, manifest)[0]
     assert student_one != student_two
     other_data = manifest.frame.copy()
     other_data.loc[0, "label"] = 1 - other_data.loc[0, "label"]
     changed = data.Manifest(other_data, manifest.report, manifest.source, dict(manifest.info))
-    assert pipeline._teacher_run(one, changed.content_hash)[0] != teacher_one
+    assert runs.teacher_run(one, changed.content_hash)[0] != teacher_one
 
 
 def test_manifests_of_the_same_length_get_their_own_teacher_logits(tiny, tmp_path):
@@ -107,15 +107,15 @@ def test_tensorboard_logs_follow_the_profile_switch(tiny):
 def test_a_crash_between_training_and_record_resumes_without_training_again(tiny, monkeypatch):
     profile, manifest = tiny
     teacher = dsnet_teacher(3)
-    real = pipeline._save_predictions
+    real = runs.save_predictions
 
     def crash(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "_save_predictions", crash)
+    monkeypatch.setattr(runs, "save_predictions", crash)
     with pytest.raises(KeyboardInterrupt):
         pipeline.distill_student(profile, manifest, teacher, verbose=0)
-    monkeypatch.setattr(pipeline, "_save_predictions", real)
+    monkeypatch.setattr(runs, "save_predictions", real)
     _, record = pipeline.distill_student(profile, manifest, teacher, verbose=0)
     history_rows = open(os.path.join(record["run_dir"], "history.csv")).read().strip().splitlines()
     assert len(history_rows) == 1 + 2 and len(record["epoch_seconds"]) == 2
@@ -126,7 +126,7 @@ def test_a_crash_between_training_and_record_resumes_without_training_again(tiny
 def test_a_run_another_live_process_writes_is_left_alone(tiny):
     profile, manifest = tiny
     teacher = dsnet_teacher(4)
-    _, run_dir, _ = pipeline._student_run(profile, manifest.content_hash, pipeline.teacher_key(teacher))
+    _, run_dir, _ = runs.student_run(profile, manifest.content_hash, runs.teacher_key(teacher))
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         run_dir.mkdir(parents=True)
@@ -245,7 +245,7 @@ def test_every_file_of_a_finished_run_is_checked_and_a_damaged_one_rebuilt(tiny,
 
 def test_cached_teacher_logits_are_used_only_when_their_checksum_matches(tiny, tmp_path, capsys):
     profile, manifest = tiny
-    teacher = pipeline._mark(dsnet_teacher(8), "teacher-key-for-this-test", tmp_path / "teacher-run")
+    teacher = runs.mark(dsnet_teacher(8), "teacher-key-for-this-test", tmp_path / "teacher-run")
     pipeline._LOGITS_CACHE.clear()
     computed = pipeline.teacher_logits(profile, manifest, teacher, "val")
     (cached,) = (tmp_path / "teacher-run" / "logits").glob("*.npy")

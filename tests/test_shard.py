@@ -6,7 +6,7 @@ import types
 import keras
 import pytest
 
-from kd_utils import config, memory, models, pipeline, shard
+from kd_utils import choices, config, memory, models, pipeline, shard
 
 
 def test_shards_partition_a_list_of_runs_the_same_way_every_time():
@@ -64,10 +64,10 @@ def sweep_setup(tiny_manifest, monkeypatch):
             monkeypatch.setenv("KD_SHARD", shard_spec)
         else:
             monkeypatch.delenv("KD_SHARD", raising=False)
-        return pipeline.sweep(profile, tiny_manifest, teacher, temperatures=(2.0, 4.0))
+        return choices.sweep(profile, tiny_manifest, teacher, temperatures=(2.0, 4.0))
 
     def owner(temperature, seed):
-        keys = [pipeline._student_of_profile(profile, tiny_manifest, teacher=teacher, temperature=temperature,
+        keys = [pipeline.student_of_profile(profile, tiny_manifest, teacher=teacher, temperature=temperature,
                                              seed=s)[0] for s in profile.seeds]
         return shard.assign(keys, 2)[profile.seeds.index(seed)]
 

@@ -4,7 +4,7 @@ on generated images outside the profile's data, and part of the teacher's key.""
 import keras
 import pytest
 
-from kd_utils import config, pipeline
+from kd_utils import config, pipeline, runs
 
 
 @pytest.fixture
@@ -17,10 +17,10 @@ def profile():
 @pytest.mark.slow
 def test_the_teacher_is_pretrained_in_its_own_run_on_other_images(profile, tiny_manifest):
     teacher, record = pipeline.train_teacher(profile, tiny_manifest, verbose=0)
-    pre = pipeline.pretraining_data(profile)
+    pre = runs.pretraining_data(profile)
     assert pre.counts()["total"].sum() == 16
     assert set(pre.frame.sha1).isdisjoint(tiny_manifest.frame.sha1)  # none of the profile's images
-    pre_key = pipeline._pretrain_run(profile, pre.content_hash)[0]
+    pre_key = runs.pretrain_run(profile, pre.content_hash)[0]
     assert record["pretraining"]["key"] == pre_key == record["config"]["pretrained_from"]
     assert record["pretraining"]["train_images"] == pre.counts().loc["train", "total"]
     assert record["config"]["learning_rate"] == 1e-4 and record["config"]["bn_momentum"] == 0.9
@@ -32,8 +32,8 @@ def test_the_teacher_is_pretrained_in_its_own_run_on_other_images(profile, tiny_
     assert again["key"] == record["key"] and again["test"] == record["test"]
     # Another pretraining set makes another teacher.
     other = profile.replace(teacher_pretrain_per_class=9)
-    assert pipeline._teacher_run(other, tiny_manifest.content_hash)[0] != record["key"]
-    assert pipeline._teacher_run(profile.replace(teacher_pretrain_per_class=0),
+    assert runs.teacher_run(other, tiny_manifest.content_hash)[0] != record["key"]
+    assert runs.teacher_run(profile.replace(teacher_pretrain_per_class=0),
                                  tiny_manifest.content_hash)[2].get("pretrained_from") is None
 
 
