@@ -128,14 +128,17 @@ def teacher_logits(profile: config.Profile, manifest: data.Manifest, teacher, sp
     logits = None
     if path is not None and path.is_file():
         digest = path.with_suffix(".sha256")
+        problem = "has no checksum beside it (an older version wrote it)" if not digest.is_file() else None
         try:
-            if not digest.is_file() or digest.read_text().strip() != storage.sha256_file(path):
-                raise ValueError("its checksum differs")
-            logits = np.load(path)
-        except Exception:  # noqa: BLE001 - whatever is wrong with it, it is not used
-            logits = None
-        if logits is None or logits.shape != (n, 2):
-            storage.notice(f"{path} is damaged; the teacher's logits are computed again.")
+            if problem is None and digest.read_text().strip() != storage.sha256_file(path):
+                problem = "is damaged (its checksum differs)"
+            logits = None if problem else np.load(path)
+        except Exception as err:  # noqa: BLE001 - whatever is wrong with it, it is not used
+            problem = f"cannot be read ({type(err).__name__})"
+        if problem is None and logits.shape != (n, 2):
+            problem = f"holds logits of shape {logits.shape}, not ({n}, 2)"
+        if problem:
+            storage.notice(f"{path} {problem}; the teacher's logits are computed again.")
             logits = None
     if logits is None:
         ordered = batches.make_dataset(manifest, split, size, 128, shuffle=False, cache=False)

@@ -252,8 +252,12 @@ def test_cached_teacher_logits_are_used_only_when_their_checksum_matches(tiny, t
     np.save(cached, np.zeros_like(computed))  # same shape, other numbers: only the checksum can tell
     pipeline._LOGITS_CACHE.clear()
     again = pipeline.teacher_logits(profile, manifest, teacher, "val")
-    assert "is damaged; the teacher's logits are computed again" in capsys.readouterr().out
+    assert "is damaged (its checksum differs); the teacher's logits are computed again" in capsys.readouterr().out
     np.testing.assert_array_equal(again, computed)
     pipeline._LOGITS_CACHE.clear()
     np.testing.assert_array_equal(pipeline.teacher_logits(profile, manifest, teacher, "val"), computed)
     assert "damaged" not in capsys.readouterr().out  # rewritten with its checksum: used again
+    cached.with_suffix(".sha256").unlink()  # as an older version left it
+    pipeline._LOGITS_CACHE.clear()
+    np.testing.assert_array_equal(pipeline.teacher_logits(profile, manifest, teacher, "val"), computed)
+    assert "has no checksum beside it" in capsys.readouterr().out and cached.with_suffix(".sha256").is_file()
