@@ -11,10 +11,10 @@ students), ``distillation`` (the Distiller), ``training`` (one run, resumable),
 ``plots``. Running the paper's steps: ``config`` (profiles), ``pipeline``
 (data, teacher, students), ``runs`` (a run's key, folder and record),
 ``choices`` (sweeps, choices on validation), ``storage``, ``memory``,
-``shard``, ``notebook``. Tooling: ``__main__`` (the command line),
-``deploy``, ``external``, ``shortcuts``, ``duplicates``, ``model_card``,
-``benchmark``, ``estimate``, ``steptime``, ``download``, ``dry_run``,
-``synthetic``. docs/design.md has the map and what each may import.
+``shard``, ``notebook``. Tooling: ``__main__`` (the command line's
+options), ``commands`` (what each command does), ``deploy``, ``external``,
+``shortcuts``, ``duplicates``, ``model_card``, ``benchmark``, ``estimate``,
+``steptime``, ``download``, ``dry_run``, ``synthetic``. docs/design.md has the map and what each may import.
 TensorFlow is imported by the modules that need it, not by this package.
 """
 

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from kd_utils import __main__ as cli
+from kd_utils import commands
 from kd_utils import config, data, download
 
 from cli_child import run_cli_cases
@@ -162,12 +163,12 @@ def test_a_folder_filled_by_hand_is_left_alone(kaggle):
 
 
 def test_cli_download_prints_counts_and_exit_code_follows_the_check(kaggle, monkeypatch, capsys, tmp_path):
-    assert cli.main(["download", "--out", str(tmp_path / "ds")]) == cli.EXIT_SOME_FAILED
+    assert cli.main(["download", "--out", str(tmp_path / "ds")]) == commands.EXIT_SOME_FAILED
     out, err = capsys.readouterr()
     assert "train/benign" in out and "expected 5000" in out
     assert err.startswith("error: ") and len(err.splitlines()) == 1
     monkeypatch.setattr(download, "KAGGLE_COUNTS", FIXTURE)
-    assert cli.main(["download", "--out", str(tmp_path / "ds")]) == cli.EXIT_OK
+    assert cli.main(["download", "--out", str(tmp_path / "ds")]) == commands.EXIT_OK
     assert "already complete" in capsys.readouterr().out
 
 
