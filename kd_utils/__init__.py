@@ -12,9 +12,11 @@ students), ``distillation`` (the Distiller), ``training`` (one run, resumable),
 (data, teacher, students), ``runs`` (a run's key, folder and record),
 ``choices`` (sweeps, choices on validation), ``storage``, ``memory``,
 ``shard``, ``notebook``. Tooling: ``__main__`` (the command line's
-options), ``commands`` (what each command does), ``deploy``, ``external``,
-``shortcuts``, ``duplicates``, ``model_card``, ``benchmark``, ``estimate``,
-``steptime``, ``download``, ``dry_run``, ``synthetic``. docs/design.md has the map and what each may import.
+options), ``commands`` (what each command does), ``deploy``,
+``tflite_export``, ``external``, ``shortcuts``, ``duplicates``,
+``model_card``, ``benchmark``, ``estimate``, ``steptime``, ``download``,
+``dry_run``, ``synthetic``. docs/design.md has the map and what each may
+import.
 TensorFlow is imported by the modules that need it, not by this package.
 """
 

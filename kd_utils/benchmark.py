@@ -302,7 +302,7 @@ def _model_builders(size: int):
     ]
 
 
-#: DSNet's TFLite variants: row name and ``quantize`` of :func:`kd_utils.deploy.export_tflite`.
+#: DSNet's TFLite variants: row name and ``quantize`` of :func:`kd_utils.tflite_export.export_tflite`.
 TFLITE_VARIANTS = (
     ("DSNet TFLite float32", "none"),
     ("DSNet TFLite dynamic int8", "dynamic"),
@@ -318,7 +318,7 @@ def inference_table(s: Settings, work_dir, log=print):
     import keras
     import pandas as pd
 
-    from . import deploy, models
+    from . import deploy, models, tflite_export
 
     work_dir = Path(work_dir)
     images = sample_images(s.image_size)
@@ -341,7 +341,7 @@ def inference_table(s: Settings, work_dir, log=print):
         if name == REFERENCE:
             for variant, quantize in TFLITE_VARIANTS:
                 log(f"  {variant}: exporting, timing ...")
-                tflite = deploy.export_tflite(model, work_dir / f"dsnet_{quantize}.tflite", quantize, images)
+                tflite = tflite_export.export_tflite(model, work_dir / f"dsnet_{quantize}.tflite", quantize, images)
                 runner = deploy.TFLiteRunner(tflite, num_threads=threads)
                 rows[variant] = {
                     **row, "model": variant, "format": "TFLite .tflite", "size_mb": tflite.stat().st_size / 1e6,

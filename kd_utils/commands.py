@@ -124,7 +124,7 @@ def check_model_arg(value: str, option: str, suffixes: tuple[str, ...]) -> Path:
 
 
 def check_calibration(folder: str, wanted: list[str]) -> Path:
-    from . import deploy
+    from . import deploy, tflite_export
 
     if "int8" not in wanted:
         raise UsageError(f"--calibration {folder}: only int8 is calibrated; add --quantize int8 or drop --calibration")
@@ -132,7 +132,7 @@ def check_calibration(folder: str, wanted: list[str]) -> Path:
     if not path.is_dir():
         raise UsageError(f"--calibration {folder}: {'not a folder' if path.exists() else 'no such folder'}; "
                          "expected a folder of .jpg/.jpeg/.png images")
-    low, high = deploy.CALIBRATION_RANGE
+    low, high = tflite_export.CALIBRATION_RANGE
     found = sum(1 for p in deploy.expand_paths(path) if p.is_file())
     if found < low:
         raise UsageError(f"--calibration {folder}: {found} .jpg/.jpeg/.png file(s); int8 calibration needs "
@@ -257,9 +257,9 @@ def _tflite_name(quantize: str) -> str:
 def export(model_arg: str, quantizations: list[str], profile_name: str | None, out: str | None,
            calibration: str | None = None) -> int:
     """Export a .keras model to TFLite and compare it with Keras on the test split."""
-    from . import deploy
+    from . import deploy, tflite_export
 
-    wanted = list(deploy.QUANTIZATIONS) if "all" in quantizations else list(dict.fromkeys(quantizations))
+    wanted = list(tflite_export.QUANTIZATIONS) if "all" in quantizations else list(dict.fromkeys(quantizations))
     if model_arg.lower() != "dsnet":
         if Path(model_arg).suffix.lower() == ".tflite":
             raise UsageError(f"MODEL {model_arg}: MODEL must be a .keras file or 'dsnet'; a .tflite file is exported already")
@@ -295,13 +295,13 @@ def export(model_arg: str, quantizations: list[str], profile_name: str | None, o
     representative = None
     if "int8" in wanted and calibration_dir is not None:
         try:
-            representative, skipped = deploy.calibration_images(calibration_dir, reference.image_size, seed=profile.seed)
-        except deploy.CalibrationError as err:
+            representative, skipped = tflite_export.calibration_images(calibration_dir, reference.image_size, seed=profile.seed)
+        except tflite_export.CalibrationError as err:
             raise UsageError(str(err)) from err
         note = f"; {len(skipped)} file(s) refused, e.g. {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
         print(f"int8 calibration: {len(representative)} images of {calibration_dir}{note}")
     elif "int8" in wanted:
-        representative = deploy.representative_images(manifest, reference.image_size, n=200, seed=profile.seed)
+        representative = tflite_export.representative_images(manifest, reference.image_size, n=200, seed=profile.seed)
         print(f"int8 calibration: {len(representative)} images of the {profile.name} training split")
     from .model_card import write_for_export  # MODEL_CARD.md next to the exported files
     from .storage import read_json
@@ -321,7 +321,7 @@ def export(model_arg: str, quantizations: list[str], profile_name: str | None, o
         staged = {q: staging / t.name for q, t in targets.items()}
         for quantize, target in staged.items():
             t0 = time.perf_counter()
-            deploy.export_tflite(reference.model, target, quantize, representative)
+            tflite_export.export_tflite(reference.model, target, quantize, representative)
             print(f"wrote {targets[quantize]} ({quantize}, {target.stat().st_size / 1e6:.2f} MB) "
                   f"in {time.perf_counter() - t0:.1f} s")
         print(f"Keras model {keras_path}: {keras_path.stat().st_size / 1e6:.2f} MB")

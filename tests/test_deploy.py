@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kd_utils import batches, config, data, deploy, evaluation, models, pipeline, synthetic
+from kd_utils import batches, config, data, deploy, evaluation, models, pipeline, synthetic, tflite_export
 from kd_utils.__main__ import main
 
 SIZE = 32
@@ -26,7 +26,7 @@ def trained(tmp_path_factory):
     model.fit(images.astype("float32"), keras.utils.to_categorical(labels, 2), epochs=4, batch_size=32, verbose=0)
     keras_path = folder / "dsnet.keras"
     model.save(keras_path)
-    tflite = {q: deploy.export_tflite(model, folder / f"dsnet_{q}.tflite", q, images) for q in deploy.QUANTIZATIONS}
+    tflite = {q: tflite_export.export_tflite(model, folder / f"dsnet_{q}.tflite", q, images) for q in tflite_export.QUANTIZATIONS}
     test_images, _ = synthetic.generate_arrays(16, SIZE, seed=1)
     samples = np.stack([batches.load_image(str(p), SIZE).numpy() for p in sorted(config.sample_dir().glob("*.jpg"))])
     return {"model": model, "keras": keras_path, "tflite": tflite, "folder": folder,
@@ -91,11 +91,11 @@ def test_keras_runner_reloads_the_saved_model(trained):
 
 def test_bad_quantize_and_missing_representative_data_are_clear_errors(trained, tmp_path):
     with pytest.raises(ValueError, match="Unknown quantize='float16'.*none, dynamic, int8"):
-        deploy.export_tflite(trained["model"], tmp_path / "x.tflite", "float16")
+        tflite_export.export_tflite(trained["model"], tmp_path / "x.tflite", "float16")
     with pytest.raises(ValueError, match="needs representative_images"):
-        deploy.export_tflite(trained["model"], tmp_path / "x.tflite", "int8")
+        tflite_export.export_tflite(trained["model"], tmp_path / "x.tflite", "int8")
     with pytest.raises(ValueError, match="model's input size"):
-        deploy.export_tflite(trained["model"], tmp_path / "x.tflite", "int8", np.zeros((4, 64, 64, 3), np.uint8))
+        tflite_export.export_tflite(trained["model"], tmp_path / "x.tflite", "int8", np.zeros((4, 64, 64, 3), np.uint8))
     assert not (tmp_path / "x.tflite").exists()
 
 
@@ -240,7 +240,7 @@ def test_a_model_that_ends_in_softmax_gives_its_own_probabilities(trained, image
                               keras.layers.Dense(2, activation="softmax")])
     assert deploy.ends_in_softmax(dense)
     # The same model as a .tflite file: its last operation is a softmax, read as probabilities too.
-    tflite = deploy.export_tflite(probabilities, tmp_path / "with_softmax.tflite", "none")
+    tflite = tflite_export.export_tflite(probabilities, tmp_path / "with_softmax.tflite", "none")
     results = deploy.predict_paths([image_dir / "a_good.png", image_dir / "d_large.jpeg"], tflite)
     assert [r.malignant_probability for r in results] == pytest.approx(expected, abs=1e-4)
     assert not deploy.load_model(trained["tflite"]["none"]).probabilities  # logits stay logits
@@ -289,7 +289,7 @@ def test_colour_constancy_travels_into_the_tflite_export(tmp_path):
     its logits on a colour-cast image are the Keras model's."""
     keras.utils.set_random_seed(0)
     model = models.build_dsnet(SIZE, color_constancy=True)
-    path = deploy.export_tflite(model, tmp_path / "sog.tflite", "none")
+    path = tflite_export.export_tflite(model, tmp_path / "sog.tflite", "none")
     images = np.random.default_rng(2).integers(0, 256, size=(4, SIZE, SIZE, 3)).astype(np.uint8)
     images[..., 0] = np.minimum(255, images[..., 0].astype(int) * 5 // 4)  # a red cast
     expected = np.asarray(model(images.astype(np.float32)))
