@@ -102,7 +102,7 @@ def datasets(profile: config.Profile, manifest: data.Manifest, batch_size: int |
 
     return tuple(
         batches.make_dataset(manifest, split, profile.image_size, batch_size, seed=profile.seed, per_epoch=True,
-                          teacher_logits=logits(split), augment=augment if split == "train" else None)
+                             teacher_logits=logits(split), augment=augment if split == "train" else None)
         for split in data.SPLITS
     )
 
@@ -157,7 +157,7 @@ def _loaded(run_dir: Path, record: dict, profile, manifest) -> tuple[keras.Model
     model.run_eagerly = profile.run_eagerly
     if not (run_dir / "config.json").is_file() and "config" in record:  # damaged (load_finished said so)
         storage.write_json(run_dir / "config.json", runs.config_file(record["key"], record["config"],
-                                                                 record.get("teacher_key"), record["manifest_hash"]))
+                                                                     record.get("teacher_key"), record["manifest_hash"]))
         record = training.rebuilt(run_dir, record, "config.json")
     if not (run_dir / runs.PREDICTIONS_FILE).is_file():
         predictions = evaluation.predict(model, datasets(profile, manifest or load_manifest(profile))[2])
@@ -208,7 +208,7 @@ def _teacher_builder(profile, manifest, strategy, learning_rate, start: dict | N
             if start:
                 teacher.set_weights(start["weights"])
             runs.compile_classifier(teacher, learning_rate, batching.accumulation_steps, **accel,
-                                **runs.execution_options(profile))
+                                    **runs.execution_options(profile))
         return teacher, splits
 
     return build
@@ -324,7 +324,7 @@ def distill_student(
             distiller = Distiller(student=model, teacher=None)
             distiller.compile(
                 optimizer=runs.optimizer(c["learning_rate"], accel.get("mixed_precision", False),
-                                     batching.accumulation_steps),
+                                         batching.accumulation_steps),
                 metrics=[keras.metrics.CategoricalAccuracy()],
                 distillation_loss_fn=SoftKLDivergence() if c["soft_loss"] == "kl" else None,
                 alpha=c["alpha"],

@@ -221,7 +221,6 @@ def _load_progress(model, run_dir: Path, epochs: int, batching: dict | None = No
             raise ValueError(f"it was trained with micro-batches {progress.get('batching')}, not {batching}")
         _verified(state_dir, progress, progress["best_file"])
         _verified(state_dir, progress, progress["state_file"])
-        keras.saving.load_model(state_dir / progress["best_file"], compile=False)  # loads, not just exists
         if progress["state_file"] is not None:
             _restore_state(model, state_dir / progress["state_file"])
         elif len(progress["history"]) < (progress.get("stopped_after") or epochs):
