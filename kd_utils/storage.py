@@ -248,7 +248,8 @@ class RunLock:
         """Stop (:class:`RunLockedError`) when the lock no longer names this process."""
         raw, owner = self._read()
         if not self._mine(owner):
-            who = f"pid {owner['pid']} on host {owner.get('host')}" if owner else "nobody (it was deleted)"
+            who = (f"pid {owner['pid']} on host {owner.get('host')}" if owner
+                   else "nobody (it was deleted)" if raw is None else "nobody (its content is unreadable)")
             raise RunLockedError(f"{self.path} now names {who}, not this process: it stopped writing "
                                  f"{self.path.parent.name} so that only one process does.")
 

@@ -153,6 +153,9 @@ def test_the_owner_stops_when_its_lock_is_deleted_or_taken(tmp_path, other_proce
     (tmp_path / "lock.json").unlink()
     with pytest.raises(storage.RunLockedError, match="deleted"):
         lock.refresh()
+    (tmp_path / "lock.json").write_text("{not json")
+    with pytest.raises(storage.RunLockedError, match="nobody \\(its content is unreadable\\)"):
+        lock.check()
     write_lock(tmp_path, other_process)
     with pytest.raises(storage.RunLockedError, match=f"pid {other_process}"):
         lock.check()
