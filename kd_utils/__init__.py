@@ -8,13 +8,14 @@ The method, what the notebooks teach: ``models`` (teacher, DSNet, large
 students), ``distillation`` (the Distiller), ``training`` (one run, resumable),
 ``sources`` / ``images`` / ``data`` (files -> a validated manifest),
 ``batches`` (manifest -> tf.data), ``evaluation``, ``stats``, ``reporting``,
-``plots``. Running the paper's steps: ``config`` (profiles), ``pipeline``
+``plots``. Running the paper's steps: ``config`` (profiles), ``paths``
+(where data, artifacts and results go), ``pipeline``
 (data, teacher, students), ``runs`` (a run's key, folder and record),
 ``choices`` (sweeps, choices on validation), ``storage``, ``memory``,
 ``shard``, ``notebook``. Tooling: ``__main__`` (the command line's
 options), ``commands`` (what each command does), ``deploy``,
 ``tflite_export``, ``external``, ``shortcuts``, ``duplicates``,
-``model_card``, ``benchmark``, ``estimate``, ``steptime``, ``download``,
+``model_card``, ``benchmark``, ``flops``, ``estimate``, ``steptime``, ``download``,
 ``dry_run``, ``synthetic``. docs/design.md has the map and what each may
 import.
 TensorFlow is imported by the modules that need it, not by this package.

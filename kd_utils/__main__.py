@@ -76,7 +76,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import commands
+from . import commands, paths
 from .commands import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 
 PROG = "python -m kd_utils"
@@ -216,8 +216,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args) -> int:
-    from . import config
-
     uses_profile = args.command in ("reproduce", "quickstart", "export", "estimate") or (
         args.command == "predict" and not args.model)
     if args.command == "reproduce" and args.dry_run:
@@ -227,7 +225,7 @@ def _run(args) -> int:
     if uses_profile:
         commands.check_artifacts_env()
     if args.command in ("reproduce", "quickstart"):
-        commands.check_folder_env("KD_DATA_DIR", config.data_dir())
+        commands.check_folder_env("KD_DATA_DIR", paths.data_dir())
     if args.command == "reproduce":
         import importlib.util
 
@@ -251,7 +249,7 @@ def _run(args) -> int:
     if args.command == "evaluate":
         return commands.evaluate(args.model, args.folder, args.split, args.threshold, args.resamples, args.seed, args.json)
     if args.command == "download":
-        commands.check_folder_env("KD_DATA_DIR", config.data_dir())
+        commands.check_folder_env("KD_DATA_DIR", paths.data_dir())
         if args.out:
             commands.check_folder(Path(args.out), f"--out {args.out}")
         if args.limit is not None and args.source != "isic":

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import config, pipeline, reporting, runs, storage, training
+from . import config, paths, pipeline, reporting, runs, storage, training
 
 
 def sweep(profile, manifest, teacher, *, temperatures=None, batch_sizes=None, alphas=None, student="DSNet",
@@ -53,13 +53,13 @@ def _choice_basis(profile, manifest, teacher=None) -> dict:
 
 
 def save_choice(profile: config.Profile, name: str, value, basis: dict | None = None) -> Path:
-    return storage.write_json(config.artifacts_dir(profile) / f"chosen_{name}.json",
+    return storage.write_json(paths.artifacts_dir(profile) / f"chosen_{name}.json",
                               {name: value, "chosen_on": "mean validation accuracy over seeds", "basis": basis})
 
 
 def load_choice(profile: config.Profile, name: str, notebook: str = "04_temperature_sweep", basis=None):
     """A value chosen on validation; a choice made for another teacher or data counts as missing."""
-    path = pipeline.require_step(config.artifacts_dir(profile) / f"chosen_{name}.json", notebook, profile)
+    path = pipeline.require_step(paths.artifacts_dir(profile) / f"chosen_{name}.json", notebook, profile)
     saved = reporting.load_record(path)
     if basis is not None and saved.get("basis") not in (None, basis):
         raise pipeline.MissingStepError(f"{path} was chosen for another teacher or data set: run "
@@ -169,7 +169,7 @@ def final_student_path(profile: config.Profile, student: str = "DSNet", *, manif
     if not records:
         raise pipeline.MissingStepError(
             f"No finished {student} run at T={chosen['temperature']:g}, alpha={chosen['alpha']:g} in "
-            f"{config.artifacts_dir(profile) / 'runs'}: run notebooks/04_temperature_sweep.ipynb with profile "
+            f"{paths.artifacts_dir(profile) / 'runs'}: run notebooks/04_temperature_sweep.ipynb with profile "
             f"{profile.name!r} (or `python -m kd_utils reproduce --profile {profile.name}`)."
         )
     return choose_on_validation(records) / training.BEST_FILE

@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from . import paths
+
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
@@ -22,9 +24,7 @@ class UsageError(Exception):
 
 
 def notebooks_dir() -> Path:
-    from . import config
-
-    return config.repo_root() / "notebooks"
+    return paths.repo_root() / "notebooks"
 
 
 def _notebooks() -> list[Path]:
@@ -106,9 +106,7 @@ def check_shard(value: str | None) -> str | None:
 
 
 def check_artifacts_env() -> None:
-    from . import config
-
-    check_folder_env("KD_ARTIFACTS", config.artifacts_dir())
+    check_folder_env("KD_ARTIFACTS", paths.artifacts_dir())
 
 
 def check_model_arg(value: str, option: str, suffixes: tuple[str, ...]) -> Path:
@@ -189,7 +187,7 @@ def reproduce(profile_name: str | None, only: list[str] | None = None, seeds: li
     fetched = ensure_data(profile)  # a failed download stops here, in one line, before any notebook
     if fetched is not None:
         print(fetched.summary(), flush=True)
-    out_dir = config.results_dir(profile) / "notebooks"
+    out_dir = paths.results_dir(profile) / "notebooks"
     if shard:  # shards share the results folder too: each keeps its own executed copies
         out_dir = out_dir / f"shard-{shard.replace('/', '-of-')}"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -204,12 +202,12 @@ def reproduce(profile_name: str | None, only: list[str] | None = None, seeds: li
                  cwd=str(book.parent), progress_bar=sys.stderr.isatty())
         print(f"      done in {time.perf_counter() - t0:.0f} s -> {out_dir / book.name}", flush=True)
     print(f"\nAll {len(books)} notebooks ran in {time.perf_counter() - start:.0f} s. Paper vs ours:\n")
-    for table in sorted(config.results_dir(profile).glob("table*.md")):
+    for table in sorted(paths.results_dir(profile).glob("table*.md")):
         print(table.read_text())
-    beyond = sorted(p.name for p in config.results_dir(profile).glob("*.md") if not p.name.startswith("table"))
+    beyond = sorted(p.name for p in paths.results_dir(profile).glob("*.md") if not p.name.startswith("table"))
     if beyond:
         print("Beyond the paper (KD gain, ablation, calibration, leakage; notebook 07): " + ", ".join(beyond))
-    print(f"Tables, figures and executed notebooks: {config.results_dir(profile)}")
+    print(f"Tables, figures and executed notebooks: {paths.results_dir(profile)}")
     return EXIT_OK
 
 

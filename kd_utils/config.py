@@ -1,6 +1,6 @@
-"""Run profiles and paths.
+"""Run profiles: every knob of an experiment, one declarative profile each.
 
-Five profiles share one code path and differ only in scale:
+Six profiles share one code path and differ only in scale:
 
 * ``paper`` - Colab GPU, the real ISIC images, 224 px, ImageNet weights and
   the paper's epochs and sweeps.
@@ -26,92 +26,19 @@ Environment variables (read when a profile is resolved, never at import):
 
 * ``KD_PROFILE``   - default profile name (``paper``, ``colab``, ``kaggle-cpu``,
   ``cpu``, ``smoke`` or ``paper-dry-run``).
-* ``KD_DATA_DIR``  - where datasets are downloaded / generated
-  (default ``<root>/data``).
-* ``KD_ARTIFACTS`` - where models, logs and records go
-  (default ``<root>/artifacts``); on Colab this may point at Drive.
-* ``KD_RESULTS``   - where tables, figures and executed notebooks go
-  (default ``<root>/results``); on Colab this may point at Drive.
 * ``KD_SEEDS``, ``KD_STUDENTS`` - what a notebook's empty ``SEEDS`` /
   ``STUDENTS`` parameter means instead of the profile's (``"10"``,
   ``"EfficientNetB0"``): how CI runs the notebooks with one seed.
-* ``KD_ROOT``      - the project folder, e.g. the checkout when the package
-  is installed from it non-editably (Colab); see :func:`repo_root`.
 
-``<root>`` is :func:`repo_root`: the checkout when there is one, else
-``./kd-melanoma/`` in the working directory - never the installed package's
-folder and never ``notebooks/``. Relative paths in the variables are
-resolved from it, not from the working directory, so notebooks (which run
-inside ``notebooks/``) and the command line see the same folders.
+Where data, artifacts and results go is :mod:`kd_utils.paths`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from pathlib import Path
 
-#: Where the project lives on GitHub: the notebooks' Colab badges and install
-#: cells use this URL (a test checks they agree). Forks change it here.
-REPO_URL = "https://github.com/kd-melanoma/kd-melanoma"
-
-
-#: Where data, artifacts and results go when there is no checkout (a plain
-#: ``pip install``) and no ``KD_ROOT``: this folder in the working directory.
-INSTALLED_ROOT_NAME = "kd-melanoma"
-
-
-def _is_checkout(folder: Path) -> bool:
-    """A clone of this project: its ``pyproject.toml`` names it and ``kd_utils/`` is there."""
-    project = folder / "pyproject.toml"
-    if not (project.is_file() and (folder / "kd_utils").is_dir()):
-        return False
-    try:
-        return 'name = "kd-melanoma"' in project.read_text()
-    except OSError:
-        return False
-
-
-def repo_root() -> Path:
-    """The project folder, which holds ``data/``, ``artifacts/`` and ``results/``.
-
-    In order: ``$KD_ROOT``; the checkout this package sits in (run from a
-    clone, or an editable install); the checkout the working directory lies
-    in (an installed copy used from inside a clone, e.g. from its
-    ``notebooks/``); else ``./kd-melanoma`` in the working directory (a plain
-    ``pip install`` without a clone). Nothing is created here: the folders
-    appear when something is written to them.
-    """
-    if os.environ.get("KD_ROOT"):
-        return Path(os.environ["KD_ROOT"]).expanduser().resolve()
-    here = Path(__file__).resolve().parent.parent
-    if _is_checkout(here):
-        return here
-    cwd = Path.cwd().resolve()
-    for folder in (cwd, *cwd.parents):
-        if _is_checkout(folder):
-            return folder
-    return cwd / INSTALLED_ROOT_NAME
-
-
-def installed_sample_dir() -> Path:
-    """Where a wheel puts the sample: ``kd_utils/sample`` (pyproject's ``package-dir``)."""
-    return Path(__file__).resolve().parent / "sample"
-
-
-def sample_dir() -> Path:
-    """The bundled 24-image CC0 ISIC sample: the checkout's ``data/sample``,
-    else the copy installed with the package; an error that says so otherwise."""
-    in_root = repo_root() / "data" / "sample"
-    for folder in (in_root, installed_sample_dir()):
-        if (folder / "labels.csv").is_file():
-            return folder
-    raise FileNotFoundError(
-        f"The 24-image sample is neither in {in_root} nor installed with the package "
-        f"({installed_sample_dir()}): this installation of kd_utils does not carry data/sample. "
-        f"Install kd-melanoma from a wheel or clone of {REPO_URL} (both carry it), or set KD_ROOT "
-        "to a clone."
-    )
+from . import paths
 
 
 PROFILE_NAMES = ("paper", "kaggle-cpu", "kaggle-cpu-robust", "cpu", "smoke", "colab")
@@ -463,7 +390,7 @@ def dry_run_profile() -> Profile:
     the run (timings in docs/profiles.md). The computation is the same; the
     traced steps are the ones ``cpu`` and the unit tests run.
     """
-    stand_ins = data_dir() / DRY_RUN
+    stand_ins = paths.data_dir() / DRY_RUN
     return PROFILES["paper"].replace(
         name=DRY_RUN,
         data_root=str(stand_ins / "images"),
@@ -543,7 +470,7 @@ def auto_profile() -> tuple[str, str]:
     """
     if os.environ.get("KD_PROFILE"):
         return os.environ["KD_PROFILE"], "set by KD_PROFILE"
-    kaggle = data_dir() / KAGGLE_FOLDER
+    kaggle = paths.data_dir() / KAGGLE_FOLDER
     here = kaggle.is_dir()
     if has_gpu():
         where = f"the Kaggle images in {kaggle}" if here else f"the Kaggle images, downloaded to {kaggle}"
@@ -591,36 +518,8 @@ def notebook_profile(name: str | None = "auto", seeds: str | tuple = "", mixed_p
     return profile
 
 
-def _resolve(value: str | os.PathLike | None, default: Path) -> Path:
-    if not value:
-        return default
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else repo_root() / path
-
-
 def cpu_description() -> str:
     """``CPU (<n> cores, <machine>)``: where a process runs when no accelerator is found."""
     import platform
 
     return f"CPU ({os.cpu_count()} cores, {platform.machine()})"
-
-
-def data_dir() -> Path:
-    """Folder for downloaded or generated datasets (``$KD_DATA_DIR``)."""
-    return _resolve(os.environ.get("KD_DATA_DIR"), repo_root() / "data")
-
-
-def artifacts_dir(profile: Profile | str | None = None) -> Path:
-    """``$KD_ARTIFACTS/<profile>`` (default ``<root>/artifacts/<profile>``)."""
-    root = _resolve(os.environ.get("KD_ARTIFACTS"), repo_root() / "artifacts")
-    if profile is None:
-        return root
-    name = profile if isinstance(profile, str) else profile.name
-    return root / name
-
-
-def results_dir(profile: Profile | str) -> Path:
-    """``$KD_RESULTS/<profile>`` (default ``<root>/results/<profile>``): the
-    tables and figures a profile produced (on Colab with Drive: on Drive)."""
-    name = profile if isinstance(profile, str) else profile.name
-    return _resolve(os.environ.get("KD_RESULTS"), repo_root() / "results") / name

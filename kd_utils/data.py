@@ -47,7 +47,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from . import config, sources, storage, synthetic
+from . import config, paths, sources, storage, synthetic
 from .images import (MIN_SIDE, exif_orientation, hamming_matrix, perceptual_hash, shown_size, size_problem,
                      upright_rgb8)
 from .sources import Candidate, DataError, Report
@@ -123,7 +123,7 @@ def _check_all(candidates, work_dir, min_side, image_size, workers=None) -> list
 # --------------------------------------------------------------------------- duplicates and splits
 
 
-def _groups(phashes: list[str], sha1s: list[str], max_bits: int) -> np.ndarray:
+def duplicate_groups(phashes: list[str], sha1s: list[str], max_bits: int) -> np.ndarray:
     """Connected components of 'same sha1 or phash within ``max_bits``' (union-find)."""
     n = len(phashes)
     parent = np.arange(n)
@@ -340,7 +340,7 @@ def build_manifest(
 
     ``remove_test_duplicates=False`` keeps test images of a source's own split
     that (near-)duplicate a training image, noted in the report, so that the
-    leak can be measured; :func:`leakage_audit` then lists them.
+    leak can be measured; :func:`kd_utils.duplicates.leakage_audit` then lists them.
 
     ``split`` decides what happens to a source's own train/test folders:
     ``"folders"`` keeps them, ``"pooled"`` pools their images and splits them
@@ -356,7 +356,7 @@ def build_manifest(
     has_own_split = any(c.split is not None for c in candidates)
     if split_mode == "pooled" and has_own_split:
         candidates = [dataclasses.replace(c, split=None) for c in candidates]
-    work_dir = Path(work_dir) if work_dir else config.data_dir() / "converted"
+    work_dir = Path(work_dir) if work_dir else paths.data_dir() / "converted"
     checked = _check_all(candidates, work_dir, min_side, image_size)
     for item in checked:
         if item.status != "ok" or item.reason:
@@ -380,7 +380,7 @@ def build_manifest(
             f"Need images of both classes (benign and malignant) in {root}; found {found}"
             f" ({excluded} files excluded, see the report). Check the class folders / labels."
         )
-    groups = _groups([c.phash for c in usable], [c.sha1 for c in usable], near_duplicate_bits)
+    groups = duplicate_groups([c.phash for c in usable], [c.sha1 for c in usable], near_duplicate_bits)
     own_split = np.array([c.candidate.split for c in usable], dtype=object)
     if any(s is not None for s in own_split):
         split = np.where(own_split == "test", "test", "train").astype(object)
@@ -481,66 +481,3 @@ def _check_splits(manifest: Manifest) -> None:
                 f"The {split} split has no {' or '.join(empty)} images after validation "
                 f"(counts per split:\n{counts}\n). Add images of that class or check the labels."
             )
-
-
-def duplicate_pairs(manifest: Manifest, max_bits: int | None = None) -> pd.DataFrame:
-    """Every pair of images in the manifest that are the same file (sha1) or
-    near duplicates (perceptual hashes within ``max_bits``), with their splits."""
-    max_bits = manifest.info.get("near_duplicate_bits", 4) if max_bits is None else max_bits
-    frame = manifest.frame
-    dist = hamming_matrix(frame.phash, frame.phash)
-    sha1 = np.asarray(frame.sha1, dtype=object)
-    same = sha1[:, None] == sha1[None, :]
-    rows, cols = np.nonzero(np.triu((dist <= max_bits) | same, k=1))
-    return pd.DataFrame({
-        "a": frame.path.values[rows], "b": frame.path.values[cols],
-        "split_a": frame.split.values[rows], "split_b": frame.split.values[cols],
-        "kind": np.where(same[rows, cols], "exact", "near"), "bits": dist[rows, cols],
-    })
-
-
-def near_duplicate_pairs(manifest: Manifest, max_bits: int | None = None) -> pd.DataFrame:
-    """Pairs of images in different splits whose perceptual hashes are within ``max_bits``."""
-    pairs = duplicate_pairs(manifest, max_bits)
-    return pairs[pairs.split_a != pairs.split_b].drop(columns="kind").reset_index(drop=True)
-
-
-def leakage_audit(manifest: Manifest, examples: int = 5) -> dict:
-    """Exact and near duplicates within and across the splits.
-
-    Returns ``{"pairs": DataFrame, "removed": dict, "examples": DataFrame}``:
-
-    * ``pairs`` - duplicate pairs still in the manifest, counted by kind
-      (exact / near) and by split pair (``train-train`` ... ``val-test``).
-      Pairs inside one split are harmless; pairs across splits are leaks.
-    * ``removed`` - what building the manifest removed: exact copies kept
-      once, copies with conflicting labels, and test images of a source's own
-      split that duplicated a training image (``removed_from_test``).
-    * ``examples`` - up to ``examples`` pairs of each kind, remaining pairs
-      first, then removed files with the image they duplicated.
-    """
-    pairs = duplicate_pairs(manifest)
-    order = {s: i for i, s in enumerate(SPLITS)}
-    if len(pairs):
-        first = np.where(pairs.split_a.map(order) <= pairs.split_b.map(order), pairs.split_a, pairs.split_b)
-        second = np.where(pairs.split_a.map(order) <= pairs.split_b.map(order), pairs.split_b, pairs.split_a)
-        pairs["splits"] = [f"{a}-{b}" for a, b in zip(first, second)]
-    else:
-        pairs["splits"] = pd.Series(dtype=str)
-    columns = [f"{a}-{b}" for i, a in enumerate(SPLITS) for b in SPLITS[i:]]
-    counts = pd.crosstab(pairs.kind, pairs.splits).reindex(index=["exact", "near"], columns=columns)
-    counts = counts.fillna(0).astype(int)
-    counts["across splits"] = counts[[c for c in columns if c.split("-")[0] != c.split("-")[1]]].sum(axis=1)
-    report = manifest.report
-    removed_rows = report[report.reason.str.contains("duplicat", na=False)] if len(report) else report
-    shown = pairs.sort_values("splits", key=lambda s: s.str.split("-").map(lambda p: p[0] == p[1]))
-    example_rows = [
-        {"what": f"{r.kind} pair, {r.splits}", "image": r.a, "detail": f"{r.b} ({r.bits} bits apart)"}
-        for r in shown.groupby("kind").head(examples).itertuples()
-    ] + [
-        {"what": r.status, "image": r.path, "detail": r.reason}
-        for r in removed_rows.head(2 * examples).itertuples()
-    ]
-    removed = dict(manifest.info.get("duplicates", {}))
-    return {"pairs": counts, "removed": removed,
-            "examples": pd.DataFrame(example_rows, columns=["what", "image", "detail"])}

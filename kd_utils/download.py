@@ -37,7 +37,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from . import config, storage
+from . import config, paths, storage
 from .data import CLASS_NAMES, DataError
 from .images import IMAGE_SUFFIXES
 
@@ -102,7 +102,7 @@ class Download:
 
 def dataset_folder() -> Path:
     """``<data dir>/melanoma_cancer_dataset``: where the ``paper`` profile reads its images."""
-    return config.data_dir() / DATASET_FOLDER
+    return paths.data_dir() / DATASET_FOLDER
 
 
 def count_images(folder) -> dict[str, int]:
@@ -156,7 +156,7 @@ def ensure_data(profile: config.Profile) -> Download | None:
     if profile.data_root or profile.stand_ins:
         return None
     if profile.data_source == "isic":
-        if (config.data_dir() / "isic" / "metadata.csv").is_file():
+        if (paths.data_dir() / "isic" / "metadata.csv").is_file():
             return None
         return download_isic()
     folder = dataset_folder()
@@ -269,7 +269,7 @@ def download_isic(out_dir=None, search: str = ISIC_SEARCH, limit: int = 10000, *
     (default ``<data dir>/isic``) is then ready for ``build_manifest("isic",
     out_dir)``. Skipped when ``metadata.csv`` is there, unless ``force``.
     """
-    out_dir = Path(out_dir) if out_dir else config.data_dir() / "isic"
+    out_dir = Path(out_dir) if out_dir else paths.data_dir() / "isic"
     meta = out_dir / "metadata.csv"
     if meta.is_file() and not force:
         return Download("isic", out_dir, {"images": _isic_rows(meta)}, {}, skipped=True)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import config, storage, synthetic
+from . import config, paths, storage, synthetic
 
 #: Images per class written to ``train/`` and to ``test/``. The paper profile
 #: pools the 10 and re-splits them (30% test, a fifth of the rest validation):
@@ -54,7 +54,7 @@ def real_images(folder=None) -> dict[str, list[Path]] | None:
     from .data import CLASS_NAMES
     from .images import IMAGE_SUFFIXES
 
-    folder = Path(folder) if folder else config.data_dir() / config.KAGGLE_FOLDER
+    folder = Path(folder) if folder else paths.data_dir() / config.KAGGLE_FOLDER
     picked = {}
     for split, n in _COUNTS.items():
         for name in CLASS_NAMES:

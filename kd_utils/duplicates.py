@@ -1,4 +1,4 @@
-"""Near-copies in a dataset that brings its own train/test folders.
+"""Near-copies in a manifest: across its splits, and across a dataset's own train/test folders.
 
 The Kaggle release the paper used holds the same lesion more than once:
 re-encoded, resized or slightly cropped copies, some of them in its
@@ -14,6 +14,10 @@ The groups are those :func:`kd_utils.data.build_manifest` uses to split:
 connected components of "same sha1, or pHash within ``bits``" (a chain of
 near-copies is one group). Exact copies were already kept once while the
 manifest was built (``manifest.info["duplicates"]``).
+
+:func:`leakage_audit` counts the pairs of copies still in the manifest by
+split pair (``train-test`` and the like: a pair across splits is a leak) and
+what building the manifest removed.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .data import Manifest, _groups
+from .data import SPLITS, Manifest, duplicate_groups
 from .images import hamming_matrix
 
 #: The dataset's own folders, as the ``folder`` source lays them out.
@@ -48,7 +52,7 @@ def groups(manifest: Manifest, bits: int | None = None) -> pd.DataFrame:
     root = manifest.info.get("root", "")
     where = [own_folder(o or p, root) for p, o in zip(frame.path, frame.original_path)]
     out = pd.DataFrame({"path": frame.path, "label": frame.label, "split": frame.split, "own_folder": where,
-                        "group": _groups(list(frame.phash), list(frame.sha1), bits)})
+                        "group": duplicate_groups(list(frame.phash), list(frame.sha1), bits)})
     out["group_size"] = out.groupby("group").path.transform("size")
     return out
 
@@ -96,3 +100,66 @@ def folder_report(manifest: Manifest, bits: int | None = None, examples: int = 6
                      "label_of_copy": int(mate.label), "bits": int(dist.min()), "split_now": leak.split})
     return {"counts": counts, "examples": pd.DataFrame(
         rows, columns=["test_image", "train_image", "label", "label_of_copy", "bits", "split_now"])}
+
+
+def duplicate_pairs(manifest: Manifest, max_bits: int | None = None) -> pd.DataFrame:
+    """Every pair of images in the manifest that are the same file (sha1) or
+    near duplicates (perceptual hashes within ``max_bits``), with their splits."""
+    max_bits = manifest.info.get("near_duplicate_bits", 4) if max_bits is None else max_bits
+    frame = manifest.frame
+    dist = hamming_matrix(frame.phash, frame.phash)
+    sha1 = np.asarray(frame.sha1, dtype=object)
+    same = sha1[:, None] == sha1[None, :]
+    rows, cols = np.nonzero(np.triu((dist <= max_bits) | same, k=1))
+    return pd.DataFrame({
+        "a": frame.path.values[rows], "b": frame.path.values[cols],
+        "split_a": frame.split.values[rows], "split_b": frame.split.values[cols],
+        "kind": np.where(same[rows, cols], "exact", "near"), "bits": dist[rows, cols],
+    })
+
+
+def near_duplicate_pairs(manifest: Manifest, max_bits: int | None = None) -> pd.DataFrame:
+    """Pairs of images in different splits whose perceptual hashes are within ``max_bits``."""
+    pairs = duplicate_pairs(manifest, max_bits)
+    return pairs[pairs.split_a != pairs.split_b].drop(columns="kind").reset_index(drop=True)
+
+
+def leakage_audit(manifest: Manifest, examples: int = 5) -> dict:
+    """Exact and near duplicates within and across the splits.
+
+    Returns ``{"pairs": DataFrame, "removed": dict, "examples": DataFrame}``:
+
+    * ``pairs`` - duplicate pairs still in the manifest, counted by kind
+      (exact / near) and by split pair (``train-train`` ... ``val-test``).
+      Pairs inside one split are harmless; pairs across splits are leaks.
+    * ``removed`` - what building the manifest removed: exact copies kept
+      once, copies with conflicting labels, and test images of a source's own
+      split that duplicated a training image (``removed_from_test``).
+    * ``examples`` - up to ``examples`` pairs of each kind, remaining pairs
+      first, then removed files with the image they duplicated.
+    """
+    pairs = duplicate_pairs(manifest)
+    order = {s: i for i, s in enumerate(SPLITS)}
+    if len(pairs):
+        first = np.where(pairs.split_a.map(order) <= pairs.split_b.map(order), pairs.split_a, pairs.split_b)
+        second = np.where(pairs.split_a.map(order) <= pairs.split_b.map(order), pairs.split_b, pairs.split_a)
+        pairs["splits"] = [f"{a}-{b}" for a, b in zip(first, second)]
+    else:
+        pairs["splits"] = pd.Series(dtype=str)
+    columns = [f"{a}-{b}" for i, a in enumerate(SPLITS) for b in SPLITS[i:]]
+    counts = pd.crosstab(pairs.kind, pairs.splits).reindex(index=["exact", "near"], columns=columns)
+    counts = counts.fillna(0).astype(int)
+    counts["across splits"] = counts[[c for c in columns if c.split("-")[0] != c.split("-")[1]]].sum(axis=1)
+    report = manifest.report
+    removed_rows = report[report.reason.str.contains("duplicat", na=False)] if len(report) else report
+    shown = pairs.sort_values("splits", key=lambda s: s.str.split("-").map(lambda p: p[0] == p[1]))
+    example_rows = [
+        {"what": f"{r.kind} pair, {r.splits}", "image": r.a, "detail": f"{r.b} ({r.bits} bits apart)"}
+        for r in shown.groupby("kind").head(examples).itertuples()
+    ] + [
+        {"what": r.status, "image": r.path, "detail": r.reason}
+        for r in removed_rows.head(2 * examples).itertuples()
+    ]
+    removed = dict(manifest.info.get("duplicates", {}))
+    return {"pairs": counts, "removed": removed,
+            "examples": pd.DataFrame(example_rows, columns=["what", "image", "detail"])}

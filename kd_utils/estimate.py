@@ -28,7 +28,7 @@ Three ways to turn runs into hours:
   would take minutes at 224 px); every other model's step time is DSNet's
   scaled by its FLOPs, and the report says so.
 * **flops** (:func:`flop_estimate`): FLOPs per image from
-  :func:`kd_utils.benchmark.analytic_flops` times the images a run
+  :func:`kd_utils.flops.analytic_flops` times the images a run
   processes, divided by an ASSUMED sustained training throughput of a T4
   (:data:`T4_THROUGHPUT`). No GPU needed; an estimate to plan a Colab
   session with, not a measurement.
@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from . import config, steptime
+from . import config, paths, steptime
 from .steptime import TEACHER
 
 #: Images the paper trained and validated on (5,596 + 1,400) and tested on.
@@ -195,7 +195,7 @@ def split_sizes(profile: config.Profile) -> tuple[dict, str]:
     import json
     import math
 
-    path = config.artifacts_dir(profile) / "data" / "manifest.json"
+    path = paths.artifacts_dir(profile) / "data" / "manifest.json"
     try:
         counts = json.loads(path.read_text())["counts"]
         return {s: int(counts[s]["total"]) for s in ("train", "val", "test")}, f"the saved manifest ({path})"
@@ -222,10 +222,10 @@ def split_sizes(profile: config.Profile) -> tuple[dict, str]:
 
 
 def model_flops(models_: list[str], image_size: int) -> dict[str, float]:
-    """Forward FLOPs per image of each model at ``image_size`` (:func:`kd_utils.benchmark.analytic_flops`)."""
+    """Forward FLOPs per image of each model at ``image_size`` (:func:`kd_utils.flops.analytic_flops`)."""
     import keras
 
-    from .benchmark import analytic_flops
+    from .flops import analytic_flops
 
     for name in models_:
         if (name, image_size) not in _FLOPS:  # an architecture's count at a size never changes: build it once

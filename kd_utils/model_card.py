@@ -7,7 +7,7 @@ probabilities are, what quantization cost, what it is for, and what it is not.
   number is printed with the source it was given with.
 * :func:`model_facts` counts a Keras model: layers, input size, parameters
   (:func:`kd_utils.models.count_params`) and FLOPs per image
-  (:func:`kd_utils.benchmark.analytic_flops`).
+  (:func:`kd_utils.flops.analytic_flops`).
 * :func:`metric` builds one row of the metrics or calibration table.
 * :func:`write_for_export` is what ``python -m kd_utils export`` calls: it
   gathers the model, its run record and test predictions when they lie next
@@ -94,21 +94,21 @@ def metric(name: str, value: float, *, source: str, sd: float | None = None, n: 
 
 def model_facts(model) -> dict:
     """Layers, input size, parameters and analytic FLOPs per image of a Keras model."""
-    from . import benchmark, models
+    from . import flops, models
 
     layers = [
         {"name": layer.name, "type": type(layer).__name__,
          "output": "x".join(str(d) for d in tuple(layer.output.shape)[1:]), "params": int(layer.count_params())}
         for layer in model.layers
     ]
-    source = "counted from the model (kd_utils.models.count_params, kd_utils.benchmark.analytic_flops)"
+    source = "counted from the model (kd_utils.models.count_params, kd_utils.flops.analytic_flops)"
     image_size = int(model.input_shape[1])
     return {
         "name": model.name,
         "layers": layers,
         "image_size": image_size,
         "params": {**models.count_params(model), "source": source},
-        "flops": {**benchmark.analytic_flops(model), "image_size": image_size, "source": source},
+        "flops": {**flops.analytic_flops(model), "image_size": image_size, "source": source},
     }
 
 
@@ -203,7 +203,7 @@ def render(name: str, *, architecture: str, input_description: str | None = None
     if flops:
         conv = f" ({_number(int(flops['conv_dense']))} in convolutions and dense layers)" if "conv_dense" in flops else ""
         lines += [f"FLOPs per image at {flops['image_size']}x{flops['image_size']}: {_number(int(flops['total']))}"
-                  f"{conv}; a multiply-accumulate counts 2 (`kd_utils.benchmark`). Source: {flops['source']}.", ""]
+                  f"{conv}; a multiply-accumulate counts 2 (`kd_utils.flops`). Source: {flops['source']}.", ""]
 
     lines += ["## Training data and split", ""]
     if split_counts:

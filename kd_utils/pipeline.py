@@ -16,7 +16,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from . import batches, config, data, evaluation, memory, models, runs, shard, storage, training
+from . import batches, config, data, evaluation, memory, models, paths, reporting, runs, shard, storage, training
 from .distillation import Distiller, SoftKLDivergence
 
 
@@ -35,7 +35,7 @@ def prepare_data(profile: config.Profile, root=None, rebuild: bool = False) -> d
         from . import download
 
         download.ensure_data(profile)  # real images missing on this machine (a fresh Colab one): fetch them
-    folder = config.artifacts_dir(profile) / "data"
+    folder = paths.artifacts_dir(profile) / "data"
     if not rebuild and (folder / "manifest.csv").is_file():
         try:
             saved = data.Manifest.load(folder)
@@ -152,17 +152,27 @@ def teacher_logits(profile: config.Profile, manifest: data.Manifest, teacher, sp
 
 
 def _loaded(run_dir: Path, record: dict, profile, manifest) -> tuple[keras.Model, dict]:
-    """A finished run: its model, and its record with ``run_dir`` (where it lies now)."""
+    """A finished run: its model, and its record with ``run_dir`` (where it lies now).
+
+    A file of the run that is missing or differs from its checksum in the
+    record is reported in one line and rebuilt: the history and the
+    configuration from the record, the test predictions from the model."""
     model = keras.saving.load_model(run_dir / training.BEST_FILE, compile=False)
     model.run_eagerly = profile.run_eagerly
-    if not (run_dir / "config.json").is_file() and "config" in record:  # damaged (load_finished said so)
-        storage.write_json(run_dir / "config.json", runs.config_file(record["key"], record["config"],
-                                                                     record.get("teacher_key"), record["manifest_hash"]))
-        record = training.rebuilt(run_dir, record, "config.json")
-    if not (run_dir / runs.PREDICTIONS_FILE).is_file():
-        predictions = evaluation.predict(model, datasets(profile, manifest or load_manifest(profile))[2])
-        runs.save_predictions(run_dir, predictions)
-        record = training.rebuilt(run_dir, record, runs.PREDICTIONS_FILE)
+    for name in training.damaged(run_dir, record):
+        storage.notice(f"{run_dir / name} is missing or does not match the checksum in {training.RECORD_FILE}; "
+                       "it is rebuilt.")
+        if name == "history.csv":
+            training.write_history(run_dir, record)
+        elif name == "config.json":
+            storage.write_json(run_dir / name, runs.config_file(record["key"], record["config"],
+                                                                record.get("teacher_key"), record["manifest_hash"]))
+        elif name == reporting.PREDICTIONS_FILE:
+            test_ds = datasets(profile, manifest or load_manifest(profile))[2]
+            runs.save_predictions(run_dir, evaluation.predict(model, test_ds))
+        else:
+            continue
+        record = training.rebuilt(run_dir, record, name)
     return model, {**record, "run_dir": str(run_dir)}
 
 
@@ -455,7 +465,7 @@ def quickstart(profile_name: str | None = None, **overrides) -> dict:
     print("\nTest split (" + f"{manifest.counts().loc['test', 'total']} images):")
     print(summary_line("Teacher ResNet50", teacher_record))
     print(summary_line(f"DSNet (KD, T={profile.temperature:g})", student_record))
-    print(f"Artifacts: {config.artifacts_dir(profile)}   total {time.perf_counter() - start:.0f}s")
+    print(f"Artifacts: {paths.artifacts_dir(profile)}   total {time.perf_counter() - start:.0f}s")
     return {"teacher": teacher_record, "dsnet": student_record}
 
 
@@ -474,7 +484,7 @@ def require_step(path: Path, notebook: str, profile: config.Profile) -> Path:
 
 def load_manifest(profile: config.Profile) -> data.Manifest:
     """The manifest written by notebook 01 (rebuilt, with a note, when images changed on disk since)."""
-    folder = config.artifacts_dir(profile) / "data"
+    folder = paths.artifacts_dir(profile) / "data"
     require_step(folder / "manifest.csv", "01_data_preparation", profile)
     try:
         return data.Manifest.load(folder)

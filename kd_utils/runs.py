@@ -18,7 +18,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from . import config, data, evaluation, models, reporting, storage, training
+from . import config, data, evaluation, models, paths, reporting, storage, training
 
 
 TEACHER_CONTROLS = ("uniform", "shuffled")
@@ -103,8 +103,6 @@ def release_memory() -> None:
     keras.backend.clear_session(free_memory=True)
 
 
-PREDICTIONS_FILE = reporting.PREDICTIONS_FILE
-
 
 #: Bumped when what decides a run's result changes in the code (not in its
 #: configuration), so that runs of older code are not reused.
@@ -116,7 +114,7 @@ def run_folder(profile: config.Profile, name: str, run_config: dict, manifest_ha
     run's key and the manifest's content hash; the folder is derived from it."""
     key = training.run_key({"format": RUN_FORMAT, "config": run_config, "manifest": manifest_hash,
                             "teacher": teacher})
-    return key, config.artifacts_dir(profile) / "runs" / f"{name}-{key}"
+    return key, paths.artifacts_dir(profile) / "runs" / f"{name}-{key}"
 
 
 #: Added to the profile's seed to draw a teacher's pretraining images
@@ -139,14 +137,14 @@ def pretraining_data(profile: config.Profile) -> data.Manifest:
     seed = PRETRAIN_SEED_OFFSET + profile.seed
     n = profile.teacher_pretrain_per_class
     name = f"{profile.teacher_size}px-{n}x2-seed{seed}"
-    folder = config.artifacts_dir(profile) / f"pretraining-data-{name}"
+    folder = paths.artifacts_dir(profile) / f"pretraining-data-{name}"
     if (folder / "manifest.csv").is_file():
         try:
             return data.Manifest.load(folder)
         except data.DataError as err:
             storage.notice(f"{err} Rebuilding it now.")
     manifest = data.build_manifest(
-        "synthetic", config.data_dir() / f"synthetic-{name}",
+        "synthetic", paths.data_dir() / f"synthetic-{name}",
         image_size=profile.teacher_size, seed=seed, val_fraction=PRETRAIN_VAL_SHARE / (1 - PRETRAIN_TEST_SHARE),
         test_fraction=PRETRAIN_TEST_SHARE,
         synthetic_per_class=n, work_dir=folder / "converted")
@@ -288,7 +286,7 @@ def save_predictions(run_dir: Path, predictions) -> None:
         with open(tmp, "wb") as f:
             np.savez(f, labels=predictions.labels, logits=predictions.logits)
 
-    storage.atomic_write(run_dir / PREDICTIONS_FILE, write)
+    storage.atomic_write(run_dir / reporting.PREDICTIONS_FILE, write)
 
 
 def finish(model, run_dir: Path, key: str, run_config: dict, manifest, fit_info: dict, test_ds,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import config, synthetic
+from . import paths, synthetic
 from .images import IMAGE_SUFFIXES
 from .synthetic import CLASS_NAMES
 
@@ -169,16 +169,16 @@ def _sample_candidates(root: Path, report: Report) -> list[Candidate]:
 def candidates(source: str, root, image_size: int, seed: int, synthetic_per_class: int, report: Report):
     """``(candidates, root)`` of ``source`` (default root: its folder in ``$KD_DATA_DIR``)."""
     if source == "synthetic":
-        root = root or config.data_dir() / f"synthetic-{image_size}px-{synthetic_per_class}x2-seed{seed}"
+        root = root or paths.data_dir() / f"synthetic-{image_size}px-{synthetic_per_class}x2-seed{seed}"
         synthetic.write_dataset(root, synthetic_per_class, image_size, seed)
         return _folder_candidates(root, report), root
     if source == "folder":
-        root = root or config.data_dir() / "melanoma_cancer_dataset"
+        root = root or paths.data_dir() / "melanoma_cancer_dataset"
         return _folder_candidates(root, report), root
     if source == "isic":
-        root = root or config.data_dir() / "isic"
+        root = root or paths.data_dir() / "isic"
         return _isic_candidates(root, report), root
     if source == "sample":
-        root = root or config.sample_dir()
+        root = root or paths.sample_dir()
         return _sample_candidates(root, report), root
     raise ValueError(f"Unknown data source {source!r}; expected one of {', '.join(SOURCES)}.")

@@ -90,11 +90,11 @@ def load_finished(run_dir, key: str) -> dict | None:
 
     A record that is cut short, belongs to another key or whose ``best.keras``
     is missing or changed is reported in one line and set aside
-    (``record.json.damaged``): the run is then resumed or trained again. Any
-    other file the record holds a checksum of (``config.json``,
-    ``history.csv``, the test predictions) that is missing or changed is
-    reported in one line and rebuilt: ``history.csv`` here, from the record;
-    the others by whoever loads the run (:func:`rebuilt`).
+    (``record.json.damaged``): the run is then resumed or trained again. The
+    other files the record holds a checksum of (``config.json``,
+    ``history.csv``, the test predictions) are checked and rebuilt by whoever
+    loads the run's model (:func:`damaged`, :func:`write_history`,
+    :func:`rebuilt`).
     """
     run_dir = Path(run_dir)
     path = run_dir / RECORD_FILE
@@ -114,17 +114,19 @@ def load_finished(run_dir, key: str) -> dict | None:
         storage.notice(f"{path} {problem}; the run is resumed or trained again.")
         path.replace(path.with_name(RECORD_FILE + ".damaged"))
         return None
-    for name in damaged(run_dir, record):
-        file = run_dir / name
-        storage.notice(f"{file} is missing or does not match the checksum in {RECORD_FILE}; it is rebuilt.")
-        file.unlink(missing_ok=True)
-        if name == "history.csv" and record.get("history"):
-            seconds = record.get("epoch_seconds") or []
-            rows = [{**{k: v[i] for k, v in record["history"].items()}, "epoch_seconds": t}
-                    for i, t in enumerate(seconds)]
-            _write_history_csv(file, rows)
-            record = rebuilt(run_dir, record, name)
     return record
+
+
+def _last_epoch(progress: dict, epochs: int) -> int:
+    """The epoch a run ends after: where a callback stopped it (``stopped_after``), else ``epochs``."""
+    return progress.get("stopped_after") or epochs
+
+
+def write_history(run_dir, record: dict) -> None:
+    """``history.csv`` again, from the per-epoch metrics and seconds the record keeps."""
+    rows = [{**{k: v[i] for k, v in record["history"].items()}, "epoch_seconds": t}
+            for i, t in enumerate(record.get("epoch_seconds") or [])]
+    _write_history_csv(Path(run_dir) / "history.csv", rows)
 
 
 def damaged(run_dir, record: dict) -> list[str]:
@@ -223,7 +225,7 @@ def _load_progress(model, run_dir: Path, epochs: int, batching: dict | None = No
         _verified(state_dir, progress, progress["state_file"])
         if progress["state_file"] is not None:
             _restore_state(model, state_dir / progress["state_file"])
-        elif len(progress["history"]) < (progress.get("stopped_after") or epochs):
+        elif len(progress["history"]) < _last_epoch(progress, epochs):
             raise ValueError(f"it holds no state to resume epoch {len(progress['history']) + 1} from")
     except Exception as err:  # noqa: BLE001 - whatever went wrong, the state is not used
         storage.notice(f"the saved state in {state_dir} cannot be used ({type(err).__name__}: {err}); "
@@ -369,8 +371,7 @@ def fit(model: keras.Model, train_ds, val_ds, epochs: int, run_dir, *, seed: int
         extra.insert(0, keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False,
                                                     profile_batch=0))
     resumed = len(progress["history"])
-    last = progress.get("stopped_after") or epochs
-    if resumed < last:
+    if resumed < _last_epoch(progress, epochs):
         data, steps = _epochs_of(train_ds, resumed, epochs, seed)
         # shuffle=False: the tf.data pipeline shuffles itself (Keras would ignore it and warn).
         model.fit(data, validation_data=val_ds, initial_epoch=resumed, epochs=epochs, steps_per_epoch=steps,

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from kd_utils import benchmark, models
+from kd_utils import benchmark, flops, models
 from kd_utils.__main__ import main
 
 
@@ -37,11 +37,11 @@ def test_dsnet_flops_at_224_match_the_formula_and_tensorflow():
     model = models.build_dsnet(224)
     expected = dsnet_flops_by_hand(224)
     assert expected["conv_dense"] == 2 * 1_096_301_056  # 1.10 G multiply-accumulates
-    assert benchmark.analytic_flops(model) == expected
-    profiled = benchmark.profiler_flops(model)
+    assert flops.analytic_flops(model) == expected
+    profiled = flops.profiler_flops(model)
     assert profiled["conv_dense"] == expected["conv_dense"]
-    assert abs(profiled["total"] - expected["total"]) <= benchmark.TOTAL_TOLERANCE * profiled["total"]
-    table = benchmark.flops_by_layer(model).set_index("layer")
+    assert abs(profiled["total"] - expected["total"]) <= flops.TOTAL_TOLERANCE * profiled["total"]
+    table = flops.flops_by_layer(model).set_index("layer")
     assert table.loc["conv2", "conv_dense"] == 2 * 109 * 109 * 64 * 3 * 3 * 128
 
 
@@ -50,16 +50,16 @@ def test_analytic_flops_agree_with_tensorflow_for_the_other_students(name):
     """Depthwise convolutions, swish, squeeze-excitation, batch norm: conv/dense exactly, totals
     within the stated tolerance."""
     model = models.build_student(name, 224, weights=None)
-    analytic, profiled = benchmark.analytic_flops(model), benchmark.profiler_flops(model)
+    analytic, profiled = flops.analytic_flops(model), flops.profiler_flops(model)
     assert analytic["conv_dense"] == profiled["conv_dense"]
-    assert abs(analytic["total"] - profiled["total"]) <= benchmark.TOTAL_TOLERANCE * profiled["total"]
+    assert abs(analytic["total"] - profiled["total"]) <= flops.TOTAL_TOLERANCE * profiled["total"]
 
 
 def test_a_layer_without_a_flop_rule_is_an_error():
     inputs = keras.Input((8, 8, 3))
     model = keras.Model(inputs, keras.layers.Conv2DTranspose(4, 3)(inputs))
     with pytest.raises(ValueError, match="No FLOP rule.*Conv2DTranspose"):
-        benchmark.analytic_flops(model)
+        flops.analytic_flops(model)
 
 
 @pytest.mark.slow

@@ -2,7 +2,7 @@ import dataclasses
 import os
 import pytest
 
-from kd_utils import config
+from kd_utils import config, paths
 
 
 def test_paper_profile_holds_the_papers_settings():
@@ -32,31 +32,6 @@ def test_profile_from_environment(monkeypatch):
         config.get_profile()
 
 
-def test_paths_resolve_from_the_repository_root(monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("KD_ARTIFACTS", "my_artifacts")
-    monkeypatch.delenv("KD_RESULTS")  # the default, below
-    root = config.repo_root()
-    assert (root / "kd_utils" / "config.py").is_file()
-    assert config.artifacts_dir("cpu") == root / "my_artifacts" / "cpu"
-    monkeypatch.setenv("KD_DATA_DIR", str(tmp_path / "d"))
-    assert config.data_dir() == tmp_path / "d"
-    monkeypatch.delenv("KD_DATA_DIR")
-    assert config.data_dir() == root / "data"
-    assert config.sample_dir() == root / "data" / "sample"
-    assert config.results_dir("smoke") == root / "results" / "smoke"
-
-
-def test_an_installed_copy_finds_the_checkout_through_kd_root(monkeypatch, tmp_path):
-    monkeypatch.setenv("KD_ROOT", str(tmp_path))
-    (tmp_path / "data" / "sample").mkdir(parents=True)
-    (tmp_path / "data" / "sample" / "labels.csv").write_text("filename,label\n")
-    assert config.repo_root() == tmp_path.resolve()
-    assert config.sample_dir() == tmp_path.resolve() / "data" / "sample"
-    monkeypatch.delenv("KD_ARTIFACTS")
-    assert config.artifacts_dir("paper") == tmp_path.resolve() / "artifacts" / "paper"
-
-
 def test_profiles_list_their_large_students_and_refuse_unknown_ones():
     assert config.get_profile("paper").students == config.PRETRAINED_STUDENTS
     assert set(config.get_profile("cpu").students) == {"MobileNet", "EfficientNetB0"}
@@ -67,71 +42,6 @@ def test_profiles_list_their_large_students_and_refuse_unknown_ones():
         config.get_profile("cpu", students=("ResNet18", "EfficientNetB0"))
 
 
-def _installed_copy(monkeypatch, tmp_path, with_sample=True):
-    """kd_utils as a plain ``pip install`` lays it out: site-packages/kd_utils, no
-    pyproject.toml beside it; the sample (if packaged) in kd_utils/sample."""
-    package = tmp_path / "site-packages" / "kd_utils"
-    package.mkdir(parents=True)
-    (package / "config.py").write_text("")
-    if with_sample:
-        (package / "sample").mkdir()
-        (package / "sample" / "labels.csv").write_text("filename,label\n")
-    monkeypatch.setattr(config, "__file__", str(package / "config.py"))
-    for name in ("KD_ROOT", "KD_DATA_DIR", "KD_ARTIFACTS", "KD_RESULTS"):
-        monkeypatch.delenv(name, raising=False)
-    return package
-
-
-def test_without_a_checkout_everything_goes_to_kd_melanoma_in_the_working_directory(monkeypatch, tmp_path):
-    package = _installed_copy(monkeypatch, tmp_path)
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    root = work.resolve() / "kd-melanoma"
-    assert config.repo_root() == root
-    assert config.data_dir() == root / "data"
-    assert config.artifacts_dir("cpu") == root / "artifacts" / "cpu"
-    assert config.results_dir("cpu") == root / "results" / "cpu"
-    for path in (config.data_dir(), config.artifacts_dir("cpu"), config.results_dir("cpu")):
-        assert package.parent not in path.parents  # never inside site-packages
-    assert not root.exists()  # created only when something is written
-    assert config.sample_dir() == package.resolve() / "sample"  # the copy in the wheel
-    monkeypatch.setenv("KD_ARTIFACTS", "runs")
-    assert config.artifacts_dir("cpu") == root / "runs" / "cpu"
-
-
-def test_an_installed_copy_used_inside_a_clone_writes_into_the_clone_not_notebooks(monkeypatch, tmp_path):
-    _installed_copy(monkeypatch, tmp_path)
-    clone = tmp_path / "clone"
-    for folder in ("kd_utils", "notebooks", "data/sample"):
-        (clone / folder).mkdir(parents=True)
-    (clone / "pyproject.toml").write_text('[project]\nname = "kd-melanoma"\n')
-    (clone / "data" / "sample" / "labels.csv").write_text("filename,label\n")
-    monkeypatch.chdir(clone / "notebooks")
-    assert config.repo_root() == clone.resolve()
-    assert config.results_dir("paper") == clone.resolve() / "results" / "paper"
-    assert config.sample_dir() == clone.resolve() / "data" / "sample"
-    # another project's folder is not taken for a clone
-    (clone / "pyproject.toml").write_text('[project]\nname = "something-else"\n')
-    assert config.repo_root() == clone.resolve() / "notebooks" / "kd-melanoma"
-
-
-def test_an_installation_without_the_sample_says_so(monkeypatch, tmp_path):
-    _installed_copy(monkeypatch, tmp_path, with_sample=False)
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(FileNotFoundError, match="does not carry data/sample.*KD_ROOT"):
-        config.sample_dir()
-
-
-def test_the_wheel_carries_the_sample_as_kd_utils_sample():
-    tomllib = pytest.importorskip("tomllib")
-    setuptools = tomllib.loads((config.repo_root() / "pyproject.toml").read_text())["tool"]["setuptools"]
-    assert "kd_utils.sample" in setuptools["packages"]
-    assert setuptools["package-dir"]["kd_utils.sample"] == "data/sample"
-    assert "labels.csv" in setuptools["package-data"]["kd_utils.sample"]
-    assert config.installed_sample_dir() == config.repo_root() / "kd_utils" / "sample"
-
-
 def test_colab_is_paper_with_exactly_the_documented_changes():
     paper, colab = config.get_profile("paper"), config.get_profile("colab")
     differ = {f.name for f in dataclasses.fields(config.Profile) if getattr(paper, f.name) != getattr(colab, f.name)}
@@ -139,7 +49,7 @@ def test_colab_is_paper_with_exactly_the_documented_changes():
     assert all(getattr(colab, k) == v for k, v in config.COLAB_CHANGES.items())
     assert set(colab.temperatures) < set(paper.temperatures) and set(colab.seeds) < set(paper.seeds)
     assert colab.mixed_precision and not paper.mixed_precision
-    assert "colab" in config.PROFILE_NAMES and config.artifacts_dir(colab).name == "colab"
+    assert "colab" in config.PROFILE_NAMES and paths.artifacts_dir(colab).name == "colab"
 
 
 def test_notebook_parameters_override_jit_and_students(capsys):
@@ -188,9 +98,9 @@ def test_auto_without_a_gpu_takes_the_real_images_when_present_or_downloadable(m
     name, why = config.auto_profile()
     assert name == "kaggle-cpu" and "downloaded to" in why
     _machine(monkeypatch, gpu=False, reachable=False)
-    (config.data_dir() / "melanoma_cancer_dataset").mkdir(parents=True)
+    (paths.data_dir() / "melanoma_cancer_dataset").mkdir(parents=True)
     name, why = config.auto_profile()
-    assert name == "kaggle-cpu" and "in " + str(config.data_dir() / "melanoma_cancer_dataset") in why
+    assert name == "kaggle-cpu" and "in " + str(paths.data_dir() / "melanoma_cancer_dataset") in why
     profile = config.get_profile(name)
     assert profile.data_source == "folder" and profile.weights is None and profile.split == "pooled"
 
@@ -220,7 +130,7 @@ def test_a_failed_download_on_a_gpu_stops_in_one_line_and_falls_back_to_nothing(
     with pytest.raises(download.DownloadError, match="Could not download .* network connection") as err:
         download.ensure_data(profile)
     assert "\n" not in str(err.value)
-    assert not (config.data_dir() / "melanoma_cancer_dataset" / "train").exists()
+    assert not (paths.data_dir() / "melanoma_cancer_dataset" / "train").exists()
 
 
 def test_the_teacher_may_see_larger_images_than_its_students():
@@ -247,7 +157,7 @@ def test_the_notebook_setup_on_colab_and_elsewhere(monkeypatch, capsys):
         monkeypatch.setenv(name, "set")  # recorded, so that what the Colab branch sets is undone after the test
         monkeypatch.delenv(name)
     profile, results = notebook.start("smoke", use_drive=True)
-    assert profile.name == "smoke" and results == config.results_dir(profile)
+    assert profile.name == "smoke" and results == paths.results_dir(profile)
     assert "USE_DRIVE is for Colab" in capsys.readouterr().out and "KD_ARTIFACTS" not in os.environ
     monkeypatch.setitem(sys.modules, "google", types.SimpleNamespace(colab=types.SimpleNamespace(drive=drive)))
     monkeypatch.setitem(sys.modules, "google.colab", sys.modules["google"].colab)

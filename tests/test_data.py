@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from kd_utils import batches, config, data
+from kd_utils import batches, config, data, duplicates, paths
 
 
 def noise_image(seed, size=64, mode="RGB"):
@@ -76,7 +76,7 @@ def test_near_duplicates_never_straddle_the_splits_made_here(tmp_path):
     frame = manifest.frame.set_index(manifest.frame.path.map(lambda p: p.split("/")[-1]))
     for i in range(5):
         assert frame.loc[f"benign_{i}.jpg", "split"] == frame.loc[f"copy_{i}.png", "split"]
-    assert data.near_duplicate_pairs(manifest).empty
+    assert duplicates.near_duplicate_pairs(manifest).empty
 
 
 def test_duplicates_of_training_images_are_removed_from_the_given_test_split(tmp_path):
@@ -244,7 +244,7 @@ def test_bundled_cc0_sample():
     assert len(manifest.frame) == 24
     assert manifest.frame.label.value_counts().to_dict() == {0: 12, 1: 12}
     assert manifest.report.empty
-    assert (config.sample_dir() / "labels.csv").is_file() and (config.sample_dir() / "README.md").is_file()
+    assert (paths.sample_dir() / "labels.csv").is_file() and (paths.sample_dir() / "README.md").is_file()
 
 
 def test_unknown_source():
@@ -316,7 +316,7 @@ def leaky_folder(root):
 
 def test_leakage_audit_counts_what_was_removed_from_test(tmp_path):
     manifest = build(leaky_folder(tmp_path / "ds"))
-    audit = data.leakage_audit(manifest)
+    audit = duplicates.leakage_audit(manifest)
     assert audit["removed"]["exact_removed_from_test"] == 1
     assert audit["removed"]["near_removed_from_test"] == 1
     assert audit["removed"]["removed_from_test"] == 2
@@ -329,7 +329,7 @@ def test_leakage_audit_counts_what_was_removed_from_test(tmp_path):
 
 def test_leakage_audit_finds_the_leaks_when_they_are_kept(tmp_path):
     manifest = build(leaky_folder(tmp_path / "ds"), remove_test_duplicates=False)
-    audit = data.leakage_audit(manifest)
+    audit = duplicates.leakage_audit(manifest)
     pairs = audit["pairs"]
     assert audit["removed"]["removed_from_test"] == 0
     assert pairs.loc["exact", "train-test"] + pairs.loc["exact", "val-test"] == 1
@@ -344,7 +344,7 @@ def test_leakage_audit_of_a_clean_random_split(tmp_path):
     root = write_class_folder(tmp_path / "ds", n_per_class=30)
     for i in range(3):
         Image.open(root / "benign" / f"benign_{i}.jpg").resize((50, 50)).save(root / "benign" / f"copy_{i}.png")
-    audit = data.leakage_audit(build(root))
+    audit = duplicates.leakage_audit(build(root))
     pairs = audit["pairs"]
     assert pairs.loc["near"].sum() - pairs.loc["near", "across splits"] == 3  # kept together in one split
     assert pairs["across splits"].sum() == 0

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kd_utils import batches, config, data, deploy, evaluation, models, pipeline, synthetic, tflite_export
+from kd_utils import batches, config, data, deploy, evaluation, models, paths, pipeline, synthetic, tflite_export
 from kd_utils.__main__ import main
 
 SIZE = 32
@@ -28,7 +28,7 @@ def trained(tmp_path_factory):
     model.save(keras_path)
     tflite = {q: tflite_export.export_tflite(model, folder / f"dsnet_{q}.tflite", q, images) for q in tflite_export.QUANTIZATIONS}
     test_images, _ = synthetic.generate_arrays(16, SIZE, seed=1)
-    samples = np.stack([batches.load_image(str(p), SIZE).numpy() for p in sorted(config.sample_dir().glob("*.jpg"))])
+    samples = np.stack([batches.load_image(str(p), SIZE).numpy() for p in sorted(paths.sample_dir().glob("*.jpg"))])
     return {"model": model, "keras": keras_path, "tflite": tflite, "folder": folder,
             "images": np.concatenate([test_images, samples])}
 
@@ -131,7 +131,7 @@ def image_dir(tmp_path):
     """Good and bad files, as a user's folder might hold them."""
     folder = tmp_path / "images"
     folder.mkdir()
-    source = config.sample_dir() / "ISIC_0000046.jpg"
+    source = paths.sample_dir() / "ISIC_0000046.jpg"
     with Image.open(source) as im:
         rgb = im.convert("RGB")
     rgb.resize((60, 45)).save(folder / "a_good.png")
@@ -206,7 +206,7 @@ def test_predict_command_names_the_missing_step_without_a_model(image_dir, capsy
 
 def test_export_command_writes_every_variant_and_compares(trained, tmp_path, capsys):
     profile = config.get_profile("smoke")
-    _manifest(tmp_path, per_class=12).save(config.artifacts_dir(profile) / "data")
+    _manifest(tmp_path, per_class=12).save(paths.artifacts_dir(profile) / "data")
     assert pipeline.load_manifest(profile) is not None
     out_dir = tmp_path / "exported"
     code = main(["export", str(trained["keras"]), "--quantize", "all", "--profile", "smoke", "--out", str(out_dir)])
@@ -250,7 +250,7 @@ def test_export_writes_all_of_its_files_or_none(trained, tmp_path, monkeypatch, 
     """A failure after the first .tflite was converted (here: the comparison on
     the test split) leaves no exported file, no card and no temporary folder."""
     profile = config.get_profile("smoke")
-    _manifest(tmp_path, per_class=12).save(config.artifacts_dir(profile) / "data")
+    _manifest(tmp_path, per_class=12).save(paths.artifacts_dir(profile) / "data")
     out_dir = tmp_path / "exported"
     out_dir.mkdir()
 

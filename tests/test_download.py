@@ -12,7 +12,7 @@ from PIL import Image
 
 from kd_utils import __main__ as cli
 from kd_utils import commands
-from kd_utils import config, data, download
+from kd_utils import config, data, download, paths
 
 from cli_child import run_cli_cases
 
@@ -59,7 +59,7 @@ def kaggle(tmp_path, monkeypatch):
 def test_kaggle_download_lands_where_the_paper_profile_reads_and_counts_are_checked(kaggle):
     result = download.download("kaggle", expected=FIXTURE)
     assert kaggle.calls == [(download.KAGGLE_HANDLE, {})]
-    dest = config.data_dir() / "melanoma_cancer_dataset"
+    dest = paths.data_dir() / "melanoma_cancer_dataset"
     assert result.folder == dest == download.dataset_folder()
     assert result.counts == FIXTURE and result.ok and result.problems == [] and not result.skipped
     assert len(list((dest / "train" / "malignant").glob("*.jpg"))) == 5
@@ -147,7 +147,7 @@ def test_notebook_01_fetches_only_for_the_paper_profile(kaggle):
         assert download.ensure_data(config.get_profile(name)) is None
     # a paper profile pointed at its own folder (the dry run's stand-ins) is not downloaded into
     assert download.ensure_data(config.get_profile("paper", data_root="/somewhere/else")) is None
-    assert kaggle.calls == [] and not config.data_dir().exists()
+    assert kaggle.calls == [] and not paths.data_dir().exists()
     paper = config.get_profile("paper")
     fetched = download.ensure_data(paper)
     assert fetched.folder == download.dataset_folder() and len(kaggle.calls) == 1
@@ -155,7 +155,7 @@ def test_notebook_01_fetches_only_for_the_paper_profile(kaggle):
 
 
 def test_a_folder_filled_by_hand_is_left_alone(kaggle):
-    kaggle_tree(config.data_dir(), {"train/benign": 2, "train/malignant": 2, "test/benign": 1, "test/malignant": 1})
+    kaggle_tree(paths.data_dir(), {"train/benign": 2, "train/malignant": 2, "test/benign": 1, "test/malignant": 1})
     assert download.ensure_data(config.get_profile("paper")) is None and kaggle.calls == []
 
 
@@ -219,7 +219,7 @@ def test_reproduce_on_a_gpu_without_the_images_stops_in_one_line_when_the_downlo
 def test_a_data_mistake_inside_a_notebook_ends_reproduce_with_one_line(monkeypatch, capsys, tmp_path):
     """The Kaggle folder holds benign images only: notebook 01 cannot build a
     manifest, and reproduce says so in one line with exit 2, not a traceback."""
-    folder = config.data_dir() / download.DATASET_FOLDER
+    folder = paths.data_dir() / download.DATASET_FOLDER
     for split in ("train", "test"):
         (folder / split / "benign").mkdir(parents=True)
         for i in range(4):

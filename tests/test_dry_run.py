@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kd_utils import config, dry_run, models
+from kd_utils import config, dry_run, models, paths
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -109,7 +109,7 @@ def expected_outputs():
     elsewhere (MODEL_CARD.md: by `export`) or by another data source only
     (figure5_cc0_sample: the CC0 photos shown beside synthetic training data)."""
     made_elsewhere = {"MODEL_CARD.md", "figure5_cc0_sample.png"}
-    cpu = config.repo_root() / "results" / "cpu"
+    cpu = paths.repo_root() / "results" / "cpu"
     names = {p.name for p in [*cpu.glob("*.md"), *cpu.glob("*.png")]} - made_elsewhere
     assert len(names) > 20, f"too few results in {cpu} to compare with"
     return sorted(names)
@@ -205,13 +205,13 @@ def test_the_dry_run_uses_real_images_when_the_kaggle_dataset_is_here(tmp_path):
 
     from kd_utils import data
 
-    kaggle = config.data_dir() / config.KAGGLE_FOLDER
-    labels = pd.read_csv(config.sample_dir() / "labels.csv")
+    kaggle = paths.data_dir() / config.KAGGLE_FOLDER
+    labels = pd.read_csv(paths.sample_dir() / "labels.csv")
     for label, rows in labels.groupby("label"):
         for i, name in enumerate(sorted(rows.filename)):
             where = kaggle / ("test" if i % 2 else "train") / data.CLASS_NAMES[label]
             where.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(config.sample_dir() / name, where / name)
+            shutil.copyfile(paths.sample_dir() / name, where / name)
     assert dry_run.write_images(tmp_path / "synthetic", 64, 10, real={})  # {}: none, generated as before
     assert json.loads((tmp_path / "synthetic" / dry_run.IMAGES_MARKER).read_text()) == {"images": "synthetic"}
     dry = config.dry_run_profile()

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from kd_utils import config, data, duplicates
+from kd_utils import data, duplicates, paths
 
 #: Test-folder images planted again in the training folder, altered.
 PLANTED = 2
@@ -25,18 +25,18 @@ def kaggle_like(tmp_path_factory):
     """The 24 CC0 images as train/test x benign/malignant (4 per class for test),
     plus ``PLANTED`` test images copied into train, slightly smaller and re-encoded."""
     root = tmp_path_factory.mktemp("kaggle-like") / "melanoma_cancer_dataset"
-    labels = pd.read_csv(config.sample_dir() / "labels.csv")
+    labels = pd.read_csv(paths.sample_dir() / "labels.csv")
     planted = []
     for label, rows in labels.groupby("label"):
         name = data.CLASS_NAMES[label]
         for i, row in enumerate(rows.itertuples()):
             split = "test" if i < 4 else "train"
             (root / split / name).mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(config.sample_dir() / row.filename, root / split / name / row.filename)
+            shutil.copyfile(paths.sample_dir() / row.filename, root / split / name / row.filename)
             if split == "test" and i == 0:
                 copy = root / "train" / name / f"copy_{row.filename}"
                 (root / "train" / name).mkdir(parents=True, exist_ok=True)
-                _near_copy(config.sample_dir() / row.filename, copy)
+                _near_copy(paths.sample_dir() / row.filename, copy)
                 planted.append(row.filename)
     return root, planted
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from kd_utils import config, estimate, models, steptime
+from kd_utils import config, estimate, models, paths, steptime
 from kd_utils.__main__ import main
 
 from cli_child import run_cli_cases
@@ -74,7 +74,7 @@ def test_split_sizes_from_the_profile_and_from_a_saved_manifest():
     assert sizes == {"train": 67, "val": 17, "test": 36}  # what notebook 01 makes of 2 x 60 images
     sizes, _ = estimate.split_sizes(config.get_profile("cpu"))
     assert sizes == {"train": 336, "val": 144, "test": 720}  # 2 x 600 images, 60% test, 30% of the rest validation
-    folder = config.artifacts_dir(smoke) / "data"
+    folder = paths.artifacts_dir(smoke) / "data"
     folder.mkdir(parents=True)
     counts = {s: {"benign": n // 2, "malignant": n - n // 2, "total": n} for s, n in
               (("train", 50), ("val", 12), ("test", 20))}
@@ -127,7 +127,7 @@ def test_flop_estimate_uses_the_assumed_t4_throughput():
 
 
 def test_flops_are_counted_once_per_model_and_size(monkeypatch):
-    from kd_utils import benchmark
+    from kd_utils import flops
 
     built = []
     build = steptime.build
@@ -135,15 +135,15 @@ def test_flops_are_counted_once_per_model_and_size(monkeypatch):
     monkeypatch.setattr(estimate, "_FLOPS", {})
     first = estimate.model_flops(["DSNet"], 32)
     assert estimate.model_flops(["DSNet"], 32) == first and built == [("DSNet", 32)]
-    assert first["DSNet"] == benchmark.analytic_flops(models.build_dsnet(32))["total"]
+    assert first["DSNet"] == flops.analytic_flops(models.build_dsnet(32))["total"]
     estimate.model_flops(["DSNet"], 48)
     assert built == [("DSNet", 32), ("DSNet", 48)]
 
 
 def count_at_224(name: str) -> int:
-    from kd_utils import benchmark
+    from kd_utils import flops
 
-    return benchmark.analytic_flops(steptime.build(name, 224))["total"]
+    return flops.analytic_flops(steptime.build(name, 224))["total"]
 
 
 def test_the_counts_at_224_px_are_those_of_the_models_built_now(monkeypatch):

@@ -11,7 +11,7 @@ import pytest
 from sklearn import metrics as skm
 
 from cli_child import run_cli_cases
-from kd_utils import config, data, deploy, external
+from kd_utils import data, deploy, external, paths
 from kd_utils.__main__ import main
 
 SIZE = 32
@@ -103,8 +103,8 @@ def test_one_class_is_refused():
 @pytest.fixture(scope="module")
 def sample():
     """The 24 CC0 sample images (12 per class) with their labels from labels.csv."""
-    frame = pd.read_csv(config.sample_dir() / "labels.csv")
-    return [(config.sample_dir() / name, int(label)) for name, label in zip(frame.filename, frame.label)]
+    frame = pd.read_csv(paths.sample_dir() / "labels.csv")
+    return [(paths.sample_dir() / name, int(label)) for name, label in zip(frame.filename, frame.label)]
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kd_utils import benchmark, config, data, deploy, model_card, models, stats
+from kd_utils import config, data, deploy, flops, model_card, models, paths, stats
 
 SECTIONS = ["## Model", "## Training data and split", "## Metrics", "## Calibration", "## Quantization",
             "## Intended use", "## Limitations", "## Not a diagnostic device"]
@@ -99,7 +99,7 @@ def test_model_facts_reuse_the_parameter_and_flop_counters():
     facts = model_card.model_facts(model)
     assert facts["image_size"] == 75
     assert facts["params"]["trainable"] == models.count_params(model)["trainable"] == 110242
-    assert facts["flops"]["total"] == benchmark.analytic_flops(model)["total"]
+    assert facts["flops"]["total"] == flops.analytic_flops(model)["total"]
     assert [layer["name"] for layer in facts["layers"]][-1] == "logits"
     assert sum(layer["params"] for layer in facts["layers"]) == 110242
 
@@ -111,7 +111,7 @@ def test_export_writes_a_card_next_to_the_exported_model(tmp_path, capsys):
     profile = config.get_profile("smoke")
     manifest = data.build_manifest("synthetic", tmp_path / "syn", image_size=size, synthetic_per_class=12,
                                    work_dir=tmp_path / "converted")
-    manifest.save(config.artifacts_dir(profile) / "data")
+    manifest.save(paths.artifacts_dir(profile) / "data")
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     model = models.build_dsnet(size)
@@ -132,7 +132,7 @@ def test_export_writes_a_card_next_to_the_exported_model(tmp_path, capsys):
     assert all(h in text for h in SECTIONS) and deploy.DISCLAIMER in text
     n = models.count_params(model)["trainable"]
     assert f"Parameters: {n:,} in total, {n:,} trainable, 0 non-trainable." in text
-    assert f"FLOPs per image at 32x32: {benchmark.analytic_flops(model)['total']:,}" in text
+    assert f"FLOPs per image at 32x32: {flops.analytic_flops(model)['total']:,}" in text
     counts = manifest.counts()
     assert f"| test | {counts.loc['test', 'benign']} | {counts.loc['test', 'malignant']} |" in text
     assert "| temperature T | 10.0 |" in text and "| seed | 10 |" in text

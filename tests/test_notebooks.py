@@ -9,9 +9,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from kd_utils import config
+from kd_utils import config, paths
 
-NOTEBOOKS = sorted((config.repo_root() / "notebooks").glob("0*.ipynb"))
+NOTEBOOKS = sorted((paths.repo_root() / "notebooks").glob("0*.ipynb"))
 EXPECTED = [
     "01_data_preparation",
     "02_teacher_resnet50",
@@ -47,13 +47,13 @@ def test_notebook_structure(path):
     profile_field = next(line for line in params.splitlines() if line.startswith("PROFILE ="))
     assert all(f'"{name}"' in profile_field for name in config.PROFILE_NAMES)
     setup = "".join(cells[1]["source"])
-    assert f'REPO_URL = "{config.REPO_URL}"' in setup  # the URL lives in config.REPO_URL
+    assert f'REPO_URL = "{paths.REPO_URL}"' in setup  # the URL lives in paths.REPO_URL
     assert "pip install -q /content/kd-melanoma" in setup and "pip install -e" not in setup  # no restart needed
     assert "your fork's URL" in setup and "raise SystemExit(done.stdout" in setup
     assert "notebook.start(PROFILE, USE_DRIVE, SEEDS, MIXED_PRECISION, JIT, STUDENTS)" in setup
     assert len(setup.splitlines()) <= 22 and setup == "".join(code_cells(load(NOTEBOOKS[0]))[1]["source"])
     assert nb["metadata"]["accelerator"] == "GPU"
-    assert f"colab.research.google.com/github/{config.REPO_URL.split('github.com/')[1]}/blob/main/notebooks/{path.name}" in "".join(nb["cells"][0]["source"])
+    assert f"colab.research.google.com/github/{paths.REPO_URL.split('github.com/')[1]}/blob/main/notebooks/{path.name}" in "".join(nb["cells"][0]["source"])
     for cell in cells:
         src = "".join(cell["source"])
         if "NBVAL_CHECK_OUTPUT" in src:
@@ -66,7 +66,7 @@ def test_notebook_structure(path):
 def checked_text(name):
     return "".join(
         "".join(o.get("text", ""))
-        for c in code_cells(load(config.repo_root() / "notebooks" / f"{name}.ipynb"))
+        for c in code_cells(load(paths.repo_root() / "notebooks" / f"{name}.ipynb"))
         if "NBVAL_CHECK_OUTPUT" in "".join(c["source"])
         for o in c["outputs"]
     )
@@ -82,9 +82,9 @@ def test_checked_cells_hold_the_papers_facts():
 
 
 def test_readme_has_a_colab_badge_per_notebook():
-    readme = (config.repo_root() / "README.md").read_text()
+    readme = (paths.repo_root() / "README.md").read_text()
     for name in EXPECTED:
-        assert f"{config.REPO_URL.replace('https://github.com/', 'https://colab.research.google.com/github/')}/blob/main/notebooks/{name}.ipynb" in readme
+        assert f"{paths.REPO_URL.replace('https://github.com/', 'https://colab.research.google.com/github/')}/blob/main/notebooks/{name}.ipynb" in readme
 
 
 def _nbval(path):

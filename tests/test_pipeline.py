@@ -71,7 +71,7 @@ def test_an_eager_profile_trains_the_student_graph_mode_trains(tiny, artifacts):
     assert eager["config"]["run_eagerly"] is True and "run_eagerly" not in graph["config"]
     assert eager["key"] != graph["key"]
     assert eager["best_val_accuracy"] == pytest.approx(graph["best_val_accuracy"])
-    logits = [np.load(os.path.join(r["run_dir"], runs.PREDICTIONS_FILE))["logits"] for r in (eager, graph)]
+    logits = [np.load(os.path.join(r["run_dir"], reporting.PREDICTIONS_FILE))["logits"] for r in (eager, graph)]
     np.testing.assert_allclose(logits[0], logits[1], rtol=1e-4, atol=1e-4)
     loaded = pipeline.repeat(profile, manifest, teacher)[0]  # found again, not trained again
     assert loaded["key"] == eager["key"] and loaded["train_seconds"] == eager["train_seconds"]

@@ -4,9 +4,9 @@ import re
 
 import yaml
 
-from kd_utils import config
+from kd_utils import paths
 
-ROOT = config.repo_root()
+ROOT = paths.repo_root()
 DOI = "10.1016/j.compbiomed.2022.105581"
 
 
@@ -19,7 +19,7 @@ def test_licence_is_mit():
 def test_citation_cites_this_repository_and_the_paper():
     cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
     assert cff["cff-version"] == "1.2.0" and cff["type"] == "software"
-    assert cff["repository-code"] == config.REPO_URL
+    assert cff["repository-code"] == paths.REPO_URL
     assert cff["license"] == "MIT"
     (paper,) = cff["references"]
     assert paper["doi"] == DOI
@@ -33,8 +33,8 @@ def test_readme_links_the_paper_and_carries_its_bibtex():
     assert f"https://doi.org/{DOI}" in readme
     bibtex = re.search(r"```bibtex\n(.*?)```", readme, re.S).group(1)
     assert f"doi     = {{{DOI}}}" in bibtex and "volume  = {146}" in bibtex
-    assert f"url     = {{{config.REPO_URL}}}" in bibtex
-    badge = f"{config.REPO_URL}/actions/workflows/ci.yml/badge.svg"
+    assert f"url     = {{{paths.REPO_URL}}}" in bibtex
+    badge = f"{paths.REPO_URL}/actions/workflows/ci.yml/badge.svg"
     assert badge in readme
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kd_utils import batches, config, data, models, pipeline, runs, storage, training
+from kd_utils import batches, config, data, models, paths, pipeline, runs, storage, training
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +143,7 @@ def test_a_run_another_live_process_writes_is_left_alone(tiny):
 def saved_manifest(tmp_path):
     profile = config.get_profile("smoke", image_size=32, synthetic_per_class=30)
     manifest = pipeline.prepare_data(profile)
-    return profile, manifest, config.artifacts_dir(profile) / "data"
+    return profile, manifest, paths.artifacts_dir(profile) / "data"
 
 
 @pytest.mark.parametrize("damage", ["edited label", "cut short", "no content hash", "images elsewhere"])
@@ -159,7 +159,7 @@ def test_a_damaged_manifest_is_refused_on_load_and_rebuilt_by_prepare_data(saved
     elif damage == "images elsewhere":  # a fresh machine: the manifest (on Drive) outlived the local images
         import shutil
 
-        shutil.rmtree(config.data_dir())
+        shutil.rmtree(paths.data_dir())
     else:
         info = json.loads((folder / "manifest.json").read_text())
         del info["content_hash"]

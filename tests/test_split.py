@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kd_utils import config, data, pipeline, reporting
+from kd_utils import config, data, duplicates, paths, pipeline, reporting
 
 
 def noise_image(seed, size=64):
@@ -64,7 +64,7 @@ def test_pooled_re_splits_every_image_70_30_per_class_and_keeps_duplicates_toget
     assert held_out[own_test].mean() < 1 and held_out[~own_test].any()  # both folders feed both splits
     for original, copy in pairs:
         assert frame.loc[original, "split"] == frame.loc[copy, "split"]
-    assert data.near_duplicate_pairs(manifest).empty
+    assert duplicates.near_duplicate_pairs(manifest).empty
     assert manifest.info["split"] == "pooled" and manifest.split_mode == "pooled"
     assert manifest.info["own_split"] is False
     assert manifest.info["duplicates"]["removed_from_test"] == 0
@@ -96,7 +96,7 @@ def test_a_source_without_own_folders_is_split_as_before_whatever_the_choice(tin
         assert "split" not in manifest.info and manifest.split_mode is None
     # The split is the stratified, grouped 70/30 then 80/20 of every usable image, as it always was.
     frame = tiny_manifest.frame
-    groups = data._groups(list(frame.phash), list(frame.sha1), tiny_manifest.info["near_duplicate_bits"])
+    groups = data.duplicate_groups(list(frame.phash), list(frame.sha1), tiny_manifest.info["near_duplicate_bits"])
     labels = frame.label.to_numpy()
     expected = np.where(data._stratified_group_split(groups, labels, 0.3, 10), "test", "train").astype(object)
     train = np.flatnonzero(expected == "train")
@@ -123,7 +123,7 @@ def test_prepare_data_rebuilds_a_saved_manifest_of_the_other_split(folders, caps
     pooled = pipeline.prepare_data(profile.replace(split="pooled"), root)
     assert pooled.split_mode == "pooled" and pooled.content_hash != kept.content_hash
     assert "uses split 'folders', the profile 'smoke' asks for 'pooled'" in capsys.readouterr().out
-    assert data.Manifest.load(config.artifacts_dir(profile) / "data").split_mode == "pooled"
+    assert data.Manifest.load(paths.artifacts_dir(profile) / "data").split_mode == "pooled"
 
 
 def test_a_manifest_saved_before_the_choice_existed_counts_as_folders(folders):
