@@ -92,6 +92,10 @@ class Profile:
     synthetic_per_class: int
     #: Epochs of the six keras.applications students (paper: 20, as DSNet).
     backbone_student_epochs: int = 20
+    #: Stop a student run when its validation accuracy has not improved for
+    #: this many epochs (its best epoch is kept; ``student_epochs`` is then
+    #: the most it trains). None: every run trains all its epochs, as the paper.
+    student_patience: int | None = None
     #: Fraction of the training split held out for validation.
     val_fraction: float = 0.2
     #: Fraction of the data used for test when the split is made here (``split``).
@@ -190,6 +194,9 @@ class Profile:
         if not isinstance(self.teacher_pretrain_per_class, int) or self.teacher_pretrain_per_class < 0:
             raise ValueError("teacher_pretrain_per_class must be a whole number >= 0 (0: no pretraining), "
                              f"got {self.teacher_pretrain_per_class!r}.")
+        patience = self.student_patience
+        if patience is not None and (not isinstance(patience, int) or isinstance(patience, bool) or patience < 1):
+            raise ValueError(f"student_patience must be None or a whole number of at least 1, got {patience!r}.")
         if self.teacher_bn_momentum is not None and not 0.0 < self.teacher_bn_momentum < 1.0:
             raise ValueError(f"teacher_bn_momentum must lie in (0, 1) or be None, got {self.teacher_bn_momentum!r}.")
         size = self.teacher_image_size

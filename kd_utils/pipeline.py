@@ -348,7 +348,7 @@ def distill_student(
     def train(lock):
         distiller, (_, _, test_ds), fit_info = memory.fit_within_memory(
             build, c["batch_size"], c["epochs"], run_dir, seed=c["seed"], verbose=verbose,
-            tensorboard=profile.tensorboard, lock=lock)
+            tensorboard=profile.tensorboard, lock=lock, patience=c.get("patience"))
         model = distiller.student
         model.run_eagerly = distiller.run_eagerly  # its test predictions, as it was trained
         fit_info["loss"] = distiller.loss_config()

@@ -267,6 +267,8 @@ def student_run(profile, manifest_hash, teacher, student="DSNet", *, temperature
         "scale_by_t2": scale_by_t2,
         "soft_loss": soft_loss,
         "teacher_control": teacher_control,
+        # Only when set: the runs of profiles without it keep their keys.
+        **({"patience": profile.student_patience} if profile.student_patience else {}),
         **view_config("robust" if (profile.robust_students if robust is None else robust) else None, profile),
         **accelerator_options(profile),
         **execution_options(profile),

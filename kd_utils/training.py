@@ -268,10 +268,12 @@ class _SaveEachEpoch(keras.callbacks.Callback):
     far and the variables (:func:`fit`). It runs after every other callback,
     so what it saves includes their changes (a learning rate they lowered)."""
 
-    def __init__(self, run_dir: Path, progress: dict, epochs: int, seed: int, lock, verbose: int):
+    def __init__(self, run_dir: Path, progress: dict, epochs: int, seed: int, lock, verbose: int,
+                 patience: int | None = None):
         super().__init__()
         self.run_dir, self.state_dir = run_dir, run_dir / STATE_DIR
         self.progress, self.epochs, self.seed, self.lock, self.verbose = progress, epochs, seed, lock, verbose
+        self.patience = patience
 
     def on_epoch_begin(self, epoch, logs=None):
         set_seeds(epoch_seed(self.seed, epoch))
@@ -290,8 +292,15 @@ class _SaveEachEpoch(keras.callbacks.Callback):
             best_file = f"best-e{epoch + 1}.keras"
             storage.atomic_write(state_dir / best_file, _target(model).save)
             progress.update(best_epoch=epoch + 1, best_value=logs[MONITOR], best_file=best_file)
+        done = epoch + 1
+        if self.patience and done < self.epochs and done - progress["best_epoch"] >= self.patience:
+            # Decided from the saved history alone, and saved with it: a resumed run stops where an
+            # uninterrupted one does (a callback's own patience count would start afresh).
+            progress["stopped_after"] = done
+            model.stop_training = True
         # After the last epoch nothing is left to train: a resume needs the best epoch's file only.
-        progress["state_file"] = _save_state(model, state_dir, epoch + 1) if epoch + 1 < self.epochs else None
+        last = done == _last_epoch(progress, self.epochs)
+        progress["state_file"] = None if last else _save_state(model, state_dir, done)
         progress["sha256"] = {name: progress["sha256"].get(name) or storage.sha256_file(state_dir / name)
                               for name in (progress["best_file"], progress["state_file"]) if name}
         storage.write_json(state_dir / PROGRESS_FILE, progress)  # the epoch counts from here on
@@ -334,7 +343,7 @@ def _epochs_of(train_ds, first: int, epochs: int, seed: int):
 
 def fit(model: keras.Model, train_ds, val_ds, epochs: int, run_dir, *, seed: int = 0, verbose: int = 2,
         callbacks=(), tensorboard: bool = False, lock: storage.RunLock | None = None,
-        batching: dict | None = None) -> dict:
+        batching: dict | None = None, patience: int | None = None) -> dict:
     """Train ``model`` for ``epochs`` epochs in ``run_dir``, resuming what a kill left.
 
     ``model`` must be compiled (a classifier or a Distiller) with a
@@ -352,10 +361,15 @@ def fit(model: keras.Model, train_ds, val_ds, epochs: int, run_dir, *, seed: int
     ``batching`` (micro-batches with gradient accumulation, see
     :mod:`kd_utils.memory`) is kept with the progress: saved state is only
     resumed with the same. A resumed run whose callbacks hold state of their
-    own (EarlyStopping's patience count) starts them afresh.
+    own (EarlyStopping's patience count) starts them afresh; ``patience``
+    (epochs without a better validation accuracy after which the run stops,
+    the best epoch kept) is decided from the saved history instead, so a
+    resumed run stops where an uninterrupted one does.
     """
     if int(epochs) < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}.")
+    if patience is not None and (not isinstance(patience, int) or isinstance(patience, bool) or patience < 1):
+        raise ValueError(f"patience must be None or a whole number of at least 1, got {patience!r}.")
     epochs = int(epochs)
     run_dir = Path(run_dir)
     state_dir = run_dir / STATE_DIR
@@ -375,7 +389,7 @@ def fit(model: keras.Model, train_ds, val_ds, epochs: int, run_dir, *, seed: int
         data, steps = _epochs_of(train_ds, resumed, epochs, seed)
         # shuffle=False: the tf.data pipeline shuffles itself (Keras would ignore it and warn).
         model.fit(data, validation_data=val_ds, initial_epoch=resumed, epochs=epochs, steps_per_epoch=steps,
-                  callbacks=[*extra, _SaveEachEpoch(run_dir, progress, epochs, seed, lock, verbose)],
+                  callbacks=[*extra, _SaveEachEpoch(run_dir, progress, epochs, seed, lock, verbose, patience)],
                   verbose=1 if verbose == 1 else 0, shuffle=False)
     best_path = state_dir / progress["best_file"]
     # When the best epoch is the last one, trained here, the model holds its weights already

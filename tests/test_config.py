@@ -168,3 +168,11 @@ def test_the_notebook_setup_on_colab_and_elsewhere(monkeypatch, capsys):
     assert str(results).startswith("/content/drive/MyDrive/kd-melanoma/results")
     out = capsys.readouterr().out
     assert "profile smoke with seeds 3" in out and "tables and figures: /content/drive" in out
+
+
+def test_student_patience_is_a_whole_number_or_none():
+    assert config.get_profile("kaggle-cpu").student_patience is None
+    assert config.get_profile("smoke", student_patience=3).student_patience == 3
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="student_patience must be None or a whole number of at least 1"):
+            config.get_profile("smoke", student_patience=bad)

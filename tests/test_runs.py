@@ -261,3 +261,12 @@ def test_cached_teacher_logits_are_used_only_when_their_checksum_matches(tiny, t
     pipeline._LOGITS_CACHE.clear()
     np.testing.assert_array_equal(pipeline.teacher_logits(profile, manifest, teacher, "val"), computed)
     assert "has no checksum beside it" in capsys.readouterr().out and cached.with_suffix(".sha256").is_file()
+
+
+def test_student_patience_is_in_a_runs_key_only_when_set():
+    """A profile without patience keeps the keys its runs always had; with it, its runs are new ones."""
+    profile = config.get_profile("kaggle-cpu")
+    key, _, run_config = runs.student_run(profile, "manifest", "teacher", seed=10)
+    assert "patience" not in run_config
+    patient_key, _, patient = runs.student_run(profile.replace(student_patience=4), "manifest", "teacher", seed=10)
+    assert patient["patience"] == 4 and patient["epochs"] == profile.student_epochs and patient_key != key

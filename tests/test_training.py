@@ -259,6 +259,30 @@ def test_one_model_fit_per_run_so_stateful_callbacks_work(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def test_patience_stops_a_resumed_run_where_an_uninterrupted_one_stops(tmp_path):
+    """No better validation accuracy for ``patience`` epochs ends the run, its
+    best epoch kept. The decision comes from the saved history, so a run cut
+    short after epoch 2 and resumed stops after epoch 4 as the whole run does
+    (EarlyStopping's own count would start again at the resume)."""
+    values = [0.6, 0.8, 0.7, 0.7, 0.9, 0.9]  # no gain for 2 epochs after epoch 2
+
+    def run(folder, *extra):
+        return training.fit(small_classifier(0), shuffled_epochs(), separable_data(seed=1), 6, tmp_path / folder,
+                            seed=3, verbose=0, callbacks=[ForcedValAccuracy(values), *extra], patience=2)
+
+    whole = run("whole")
+    assert len(whole["epoch_seconds"]) == 4 and whole["best_epoch"] == 2
+    # Stopped: nothing is left to resume, only the best epoch's model is kept.
+    assert sorted(p.name for p in (tmp_path / "whole" / "state").iterdir()) == ["best-e2.keras", "progress.json"]
+    assert run("whole")["epoch_seconds"] == whole["epoch_seconds"]  # asked again, it trains nothing
+    with pytest.raises(RuntimeError, match="disconnected"):
+        run("cut", Crash(2))
+    resumed = run("cut")
+    assert resumed["history"] == whole["history"] and len(resumed["epoch_seconds"]) == 4
+    with pytest.raises(ValueError, match="patience must be None or a whole number of at least 1, got 0"):
+        training.fit(small_classifier(0), separable_data(), separable_data(seed=1), 3, tmp_path / "bad", patience=0)
+
+
 def test_a_learning_rate_lowered_by_a_callback_is_saved_with_the_state(tmp_path):
     """The state callback runs after the user's: a resume continues at the lowered rate."""
     lower = keras.callbacks.LambdaCallback(
