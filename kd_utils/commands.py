@@ -206,7 +206,8 @@ def reproduce(profile_name: str | None, only: list[str] | None = None, seeds: li
         print(table.read_text())
     beyond = sorted(p.name for p in paths.results_dir(profile).glob("*.md") if not p.name.startswith("table"))
     if beyond:
-        print("Beyond the paper (KD gain, ablation, calibration, leakage; notebook 07): " + ", ".join(beyond))
+        print("Beyond the paper's tables (artefacts, convergence, KD gain, ablation, calibration, leakage): "
+              + ", ".join(beyond))
     print(f"Tables, figures and executed notebooks: {paths.results_dir(profile)}")
     return EXIT_OK
 

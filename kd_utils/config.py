@@ -96,6 +96,12 @@ class Profile:
     #: this many epochs (its best epoch is kept; ``student_epochs`` is then
     #: the most it trains). None: every run trains all its epochs, as the paper.
     student_patience: int | None = None
+    #: Notebook 03's check of the teacher's lead against a converged student:
+    #: DSNet with and without the teacher, the first two seeds, trained for up
+    #: to this many epochs and stopped after ``converged_patience`` epochs
+    #: without a better validation accuracy (:meth:`converged`). 0: no check.
+    converged_epochs: int = 0
+    converged_patience: int = 5
     #: Fraction of the training split held out for validation.
     val_fraction: float = 0.2
     #: Fraction of the data used for test when the split is made here (``split``).
@@ -197,6 +203,11 @@ class Profile:
         patience = self.student_patience
         if patience is not None and (not isinstance(patience, int) or isinstance(patience, bool) or patience < 1):
             raise ValueError(f"student_patience must be None or a whole number of at least 1, got {patience!r}.")
+        for field in ("converged_epochs", "converged_patience"):
+            value = getattr(self, field)
+            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if field == "converged_epochs" else 1):
+                raise ValueError(f"{field} must be a whole number of at least "
+                                 f"{0 if field == 'converged_epochs' else 1}, got {value!r}.")
         if self.teacher_bn_momentum is not None and not 0.0 < self.teacher_bn_momentum < 1.0:
             raise ValueError(f"teacher_bn_momentum must lie in (0, 1) or be None, got {self.teacher_bn_momentum!r}.")
         size = self.teacher_image_size
@@ -210,6 +221,15 @@ class Profile:
 
     def replace(self, **changes) -> "Profile":
         return dataclasses.replace(self, **changes)
+
+    def converged(self) -> "Profile | None":
+        """This profile as notebook 03's convergence check trains its students:
+        up to ``converged_epochs`` epochs, ``converged_patience`` epochs of
+        patience, the first two seeds. None when the profile has no check."""
+        if not self.converged_epochs:
+            return None
+        return self.replace(student_epochs=self.converged_epochs, student_patience=self.converged_patience,
+                            seeds=self.seeds[:2])
 
     @property
     def teacher_size(self) -> int:
@@ -317,6 +337,11 @@ PROFILES: dict[str, Profile] = {
         # path runs; two of the six keep the run near two hours.
         students=("MobileNet", "EfficientNetB0"),
         backbone_student_epochs=1,
+        # DSNet's 12 epochs stop short of convergence (best epoch 11-12 of 12 in
+        # most seeds): notebook 03 also trains two seeds for up to 40 epochs
+        # with 5 of patience and sets the teacher against that student.
+        converged_epochs=40,
+        converged_patience=5,
     ),
     "smoke": Profile(
         name="smoke",
@@ -341,6 +366,9 @@ PROFILES: dict[str, Profile] = {
         # Two of the six large students keep CI short; every one is built and
         # checked against its parameter count by the unit tests.
         students=("MobileNet", "EfficientNetB0"),
+        # The convergence check's path, in two epochs.
+        converged_epochs=2,
+        converged_patience=1,
     ),
 }
 

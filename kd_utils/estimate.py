@@ -115,11 +115,16 @@ def notebook_plan(p: config.Profile, chosen: dict) -> list[tuple[str, str, tuple
     dsnet, no_teacher = ("DSNet",), {"alpha": 1.0}
     sweep_eq5 = [{"temperature": t} for t in p.temperatures]
     pretraining = [("02", "teacher pretraining on generated images (once)", (TEACHER,), [{"pretraining": True}])]
+    # Trained with Profile.converged(): its seeds, epochs (the most a run may train) and patience.
+    converged = [("03", f"DSNet with and without teacher, up to {p.converged_epochs} epochs (convergence check)",
+                  dsnet, [{"temperature": p.temperature, "alpha": p.alpha, "converged": True},
+                          {**no_teacher, "converged": True}])]
     return [
         *(pretraining if p.teacher_pretrain_per_class else []),
         ("02", "ResNet50 teacher (once, the profile's seed)", (TEACHER,), [{}]),
         ("03", "DSNet at the profile's T and alpha", dsnet, [{"temperature": p.temperature, "alpha": p.alpha}]),
         ("03", "DSNet without teacher (alpha = 1)", dsnet, [no_teacher]),
+        *(converged if p.converged_epochs else []),
         ("04", "temperature sweep, eq. (5), at the profile's alpha", dsnet, sweep_eq5),
         ("04", "temperature sweep, T^2-scaled soft term", dsnet,
          [{"temperature": t, "scale_by_t2": True} for t in p.temperatures]),
@@ -163,9 +168,11 @@ def plan_table(profile: config.Profile, chosen: dict | None = None) -> list[dict
                     asked_runs = [(key, c, profile.seed)]
                 else:
                     asked_runs = []
-                    for seed in profile.seeds:
-                        key, _, c = run_keys.student_run(profile, "planned", "teacher", student, seed=seed,
-                                                              **settings)
+                    run_profile = profile.converged() if settings.get("converged") else profile
+                    options = {k: v for k, v in settings.items() if k != "converged"}
+                    for seed in run_profile.seeds:
+                        key, _, c = run_keys.student_run(run_profile, "planned", "teacher", student, seed=seed,
+                                                         **options)
                         asked_runs.append((key, c, seed))
                 for key, c, seed in asked_runs:
                     asked += 1

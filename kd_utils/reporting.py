@@ -317,6 +317,29 @@ def teacher_check(teacher_record: dict, no_kd_runs) -> str | None:
             "teacher cannot be expected to help.")
 
 
+def epochs_trained(record: dict) -> int:
+    """How many epochs a run trained (fewer than its schedule when patience stopped it)."""
+    return len(next(iter(record["history"].values())))
+
+
+def convergence_table(teacher_record: dict, students: dict) -> pd.DataFrame:
+    """The teacher beside groups of student runs (``{name: runs}``): epochs
+    trained and best epoch of each run, validation and test accuracy (mean
+    over runs), and the teacher's lead in validation accuracy over each group
+    (NaN in the teacher's row). A run whose best epoch is its last was still
+    learning when it stopped."""
+    teacher_val = teacher_record["best_val_accuracy"]
+    rows = {}
+    for name, runs in {"teacher": [teacher_record], **students}.items():
+        runs = runs_of(runs)
+        val = float(np.mean([r["best_val_accuracy"] for r in runs]))
+        rows[name] = {"runs": len(runs), "epochs trained": ", ".join(str(epochs_trained(r)) for r in runs),
+                      "best epoch": ", ".join(str(r["best_epoch"]) for r in runs), "validation": val,
+                      "test": float(values(runs).mean()),
+                      "teacher's lead (validation)": np.nan if name == "teacher" else teacher_val - val}
+    return pd.DataFrame(rows).T.infer_objects()
+
+
 def controls_table(real, controls: dict, n_resamples: int = 2000) -> pd.DataFrame:
     """The real teacher beside controls that keep the student, budget and seeds
     but not the teacher's knowledge (no teacher, uniform teacher, shuffled

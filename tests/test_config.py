@@ -176,3 +176,15 @@ def test_student_patience_is_a_whole_number_or_none():
     for bad in (0, 2.5, True):
         with pytest.raises(ValueError, match="student_patience must be None or a whole number of at least 1"):
             config.get_profile("smoke", student_patience=bad)
+
+
+def test_the_convergence_check_trains_longer_with_patience_on_two_seeds():
+    profile = config.get_profile("kaggle-cpu")
+    check = profile.converged()
+    assert (check.student_epochs, check.student_patience, check.seeds) == (40, 5, (10, 11))
+    # everything else is the profile's: the check's no-teacher runs differ from notebook 03's only by schedule
+    assert check.replace(student_epochs=12, student_patience=None, seeds=profile.seeds) == profile
+    assert config.get_profile("paper").converged() is None
+    for field, bad in (("converged_epochs", -1), ("converged_epochs", 2.0), ("converged_patience", 0)):
+        with pytest.raises(ValueError, match=f"{field} must be a whole number of at least"):
+            config.get_profile("smoke", **{field: bad})

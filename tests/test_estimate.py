@@ -19,6 +19,7 @@ def hand_count(p: config.Profile) -> int:
     return (1  # 02: the teacher, once
             + (p.teacher_pretrain_per_class > 0)  # 02: its pretraining, once
             + 2 * s  # 03: DSNet at the profile's T and alpha; without teacher
+            + 2 * min(2, s) * (p.converged_epochs > 0)  # 03: the same two for the convergence check, two seeds
             + (len(p.temperatures) - (p.temperature in p.temperatures)) * s  # 04: eq. (5) sweep, less 03's T
             + (len(p.temperatures) - (1 in p.temperatures)) * s  # 04: the T^2 sweep (at T = 1 the same runs)
             + (len(p.alphas) - (p.alpha in p.alphas)) * s  # 04: alphas at the chosen T, less the one done
@@ -31,12 +32,15 @@ def hand_count(p: config.Profile) -> int:
 def test_smoke_plan_matches_the_hand_count():
     smoke = config.get_profile("smoke")
     runs = estimate.planned_runs(smoke)
-    assert len(runs) == hand_count(smoke) == 29
+    assert len(runs) == hand_count(smoke) == 33
     assert len({r.key for r in runs}) == len(runs)
     assert [r.notebook for r in runs] == sorted(r.notebook for r in runs)  # in the notebooks' order
     teacher = [r for r in runs if r.model == estimate.TEACHER]
     assert len(teacher) == 1 and teacher[0].epochs == smoke.teacher_epochs and teacher[0].seed == smoke.seed
-    assert {r.epochs for r in runs if r.model == "DSNet"} == {smoke.student_epochs}
+    assert {r.epochs for r in runs if r.model == "DSNet"} == {smoke.student_epochs, smoke.converged_epochs}
+    check = [r for r in runs if "convergence check" in r.what]
+    assert len(check) == 4 and {r.epochs for r in check} == {smoke.converged_epochs}
+    assert {r.seed for r in check} == set(smoke.seeds[:2])
     assert {r.model for r in runs if r.notebook == "05"} == set(smoke.students)
     assert {r.batch_size for r in runs if r.model == "DSNet"} == set(smoke.batch_sizes) | {smoke.batch_size}
     assert {r.image_size for r in runs} == {smoke.image_size}
@@ -47,14 +51,15 @@ def test_the_paper_plan_and_what_changes_it():
     assert len(estimate.planned_runs(paper)) == hand_count(paper) == 121
     smoke = config.get_profile("smoke")
     more_seeds = smoke.replace(seeds=(10, 11, 12))
-    assert len(estimate.planned_runs(more_seeds)) == hand_count(more_seeds) == 1 + 28 // 2 * 3
+    assert len(estimate.planned_runs(more_seeds)) == hand_count(more_seeds) == 1 + 28 // 2 * 3 + 4
+    assert len(estimate.planned_runs(smoke.replace(converged_epochs=0))) == 29  # no convergence check
     # one more temperature: one more run per seed with eq. (5) and one with T^2
     more_t = smoke.replace(temperatures=(3, 10, 20))
-    assert len(estimate.planned_runs(more_t)) == 29 + 2 * 2
+    assert len(estimate.planned_runs(more_t)) == 33 + 2 * 2
     # a temperature sweep without the profile's T: notebook 03's runs are no longer in it
-    assert len(estimate.planned_runs(smoke.replace(temperatures=(3, 20)))) == 29 + 2
+    assert len(estimate.planned_runs(smoke.replace(temperatures=(3, 20)))) == 33 + 2
     fewer_students = smoke.replace(students=("EfficientNetB0",))
-    assert len(estimate.planned_runs(fewer_students)) == 29 - 2 * 2
+    assert len(estimate.planned_runs(fewer_students)) == 33 - 2 * 2
 
 
 def test_another_choice_on_validation_changes_which_runs_coincide():
@@ -62,7 +67,7 @@ def test_another_choice_on_validation_changes_which_runs_coincide():
     rows = {r["what"]: r for r in estimate.plan_table(smoke, {"temperature": 3, "alpha": 0.5})}
     # at alpha 0.5 the T^2 ablation is not one of notebook 04's T^2 runs (those are at alpha 0.1)
     assert rows["ablation: eq. (5), T^2, KL at the chosen T and alpha"]["new"] == 2 * 2
-    assert sum(r["new"] for r in rows.values()) == 31
+    assert sum(r["new"] for r in rows.values()) == 35
     assert all(r["asked"] >= r["new"] for r in rows.values())
 
 
@@ -88,12 +93,12 @@ def test_estimate_on_the_smoke_profile_gives_every_notebook_positive_hours():
     result = estimate.estimate(profile, steps=1)
     assert list(result["notebooks"]) == NOTEBOOKS
     assert all(row["hours"] > 0 and row["runs"] > 0 for row in result["notebooks"].values())
-    assert result["runs"] == 29 and result["hours"] == pytest.approx(sum(r["hours"] for r in result["notebooks"].values()))
+    assert result["runs"] == 33 and result["hours"] == pytest.approx(sum(r["hours"] for r in result["notebooks"].values()))
     assert result["models"]["DSNet"]["timed"] and result["models"]["DSNet"]["step_s"] > 0
     text = estimate.report(result, estimate.plan_table(profile))
     for book in NOTEBOOKS:
         assert f"| {book}" in text
-    assert "**total** | **29**" in text and result["device"] in text and "from 1 timed training step" in text
+    assert "**total** | **33**" in text and result["device"] in text and "from 1 timed training step" in text
 
 
 @pytest.mark.parametrize("gpu", [False, True])
@@ -120,7 +125,7 @@ def test_flop_estimate_uses_the_assumed_t4_throughput():
     profile = config.get_profile("smoke", image_size=32)
     fp32 = estimate.flop_estimate(profile)
     mixed = estimate.flop_estimate(profile, precision="mixed_float16")
-    assert list(fp32["notebooks"]) == NOTEBOOKS and fp32["runs"] == mixed["runs"] == 29
+    assert list(fp32["notebooks"]) == NOTEBOOKS and fp32["runs"] == mixed["runs"] == 33
     assert 0 < mixed["hours"] < fp32["hours"]
     assert "ASSUMED T4 throughput" in fp32["method"] and "T4" in fp32["device"]
     assert fp32["models"]["ResNet50 teacher"]["gflops_per_image"] > fp32["models"]["DSNet"]["gflops_per_image"]

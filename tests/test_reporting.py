@@ -73,3 +73,23 @@ def test_table1_puts_both_loss_forms_side_by_side():
     assert row["paper (test)"] == pytest.approx(0.828)
     assert row["difference, paper eq. (5)"] == pytest.approx(0.82 - 0.828)
     assert table.loc[10.0, "seeds"] == 1
+
+
+def test_convergence_table_sets_the_teacher_against_each_group_of_runs():
+    def run(val, test, epochs, best):
+        return {**record(val, test), "best_epoch": best,
+                "history": {"loss": [1.0] * epochs, "val_categorical_accuracy": [0.5] * epochs}}
+
+    teacher = run(0.92, 0.90, 10, 8)
+    short = [run(0.90, 0.89, 12, 12), run(0.88, 0.87, 12, 11)]
+    converged = [run(0.93, 0.91, 27, 22), run(0.91, 0.90, 19, 14)]
+    table = reporting.convergence_table(teacher, {"12 epochs": short, "converged": converged})
+    assert list(table.index) == ["teacher", "12 epochs", "converged"]
+    assert table.loc["12 epochs", "epochs trained"] == "12, 12" and table.loc["converged", "best epoch"] == "22, 14"
+    assert table.loc["teacher", "epochs trained"] == "10" and table.loc["teacher", "runs"] == 1
+    assert table.loc["converged", "validation"] == pytest.approx(0.92)
+    assert table.loc["converged", "test"] == pytest.approx(0.905)
+    assert table.loc["12 epochs", "teacher's lead (validation)"] == pytest.approx(0.92 - 0.89)
+    assert table.loc["converged", "teacher's lead (validation)"] == pytest.approx(0.0)
+    assert math.isnan(table.loc["teacher", "teacher's lead (validation)"])
+    assert table["runs"].dtype.kind == "i" and table["validation"].dtype.kind == "f"
