@@ -46,7 +46,7 @@
     The same images under a fixed battery of transforms that leave the
     lesion as it is (black frames, dark corners, zoom, exposure, contrast,
     colour cast): accuracy, share called malignant and share of calls that
-    flip, per transform (:mod:`kd_utils.shortcuts`).
+    flip, per transform (:mod:`kd_utils.tools.shortcuts`).
 ``python -m kd_utils download [--source kaggle|isic] [--out DIR] [--limit N] [--force]``
     The paper profile's images: the public Kaggle dataset (default; needs
     ``pip install kagglehub``, no account) copied to
@@ -76,8 +76,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import commands, paths
-from .commands import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from . import paths
+from .tools import commands
+from .tools.commands import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 
 PROG = "python -m kd_utils"
 
@@ -155,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     est.add_argument("--warmup", type=_count(1), default=1, help="untimed steps before them (default 1)")
     est.add_argument("--json", action="store_true", help="the estimate as one JSON document on stdout")
     est.add_argument("--step-times", metavar="FILE", default=None,
-                     help="step times measured elsewhere by `python -m kd_utils.steptime --out FILE` "
+                     help="step times measured elsewhere by `python -m kd_utils.tools.steptime --out FILE` "
                           "(no timing here)")
     _add_overrides(est, "as the runs would")
     quick = sub.add_parser("quickstart", help="data, teacher and distilled DSNet; prints test metrics")
@@ -258,11 +259,11 @@ def _run(args) -> int:
     if args.command == "benchmark":
         if args.out:
             commands.check_folder(Path(args.out), f"--out {args.out}")
-        from .benchmark import run
+        from .tools.benchmark import run
 
         run(args.out, runs=args.runs, quick=args.quick)
         return EXIT_OK
-    from .pipeline import quickstart
+    from .experiments.pipeline import quickstart
 
     overrides = {}
     if args.teacher_epochs is not None:

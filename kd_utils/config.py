@@ -179,7 +179,7 @@ class Profile:
     #: The data source's folder; ``None``: the source's default in ``$KD_DATA_DIR``.
     data_root: str | None = None
     #: The data folder and the weights files are stand-ins that
-    #: :mod:`kd_utils.dry_run` generates when missing (``paper-dry-run``).
+    #: :mod:`kd_utils.experiments.dry_run` generates when missing (``paper-dry-run``).
     stand_ins: bool = False
 
     def __post_init__(self):
@@ -419,7 +419,7 @@ def dry_run_profile() -> Profile:
     the same loss, optimizers and learning rates. Only the scale and the
     inputs differ: a few synthetic images per class in the paper dataset's
     folder layout and weights files of randomly initialised backbones (both
-    made by :mod:`kd_utils.dry_run` under ``$KD_DATA_DIR/paper-dry-run``),
+    made by :mod:`kd_utils.experiments.dry_run` under ``$KD_DATA_DIR/paper-dry-run``),
     one epoch, one seed, two values per sweep. It proves that the paper's run
     works end to end offline; its numbers mean nothing.
 

@@ -248,7 +248,7 @@ class Manifest:
                 f"No manifest in {folder}: run notebooks/01_data_preparation first "
                 "(or kd_utils.data.build_manifest(...).save(folder))."
             )
-        rebuild = "rebuild it with notebooks/01_data_preparation (or kd_utils.pipeline.prepare_data(profile, rebuild=True))"
+        rebuild = "rebuild it with notebooks/01_data_preparation (or kd_utils.experiments.pipeline.prepare_data(profile, rebuild=True))"
         info = storage.read_json(folder / "manifest.json")
         if not isinstance(info, dict) or "content_hash" not in info:
             raise DataError(f"{folder / 'manifest.json'} is missing, damaged or from an older version "
@@ -301,7 +301,7 @@ def changed_images(manifest: "Manifest", folder) -> list[str]:
     ``image_stats.json`` is taken as unchanged; any other (or all, when that
     file is missing) is hashed again, and the saved size and time of those
     that still match are updated. Run before every training run and before
-    teacher logits are computed (:func:`kd_utils.pipeline.prepare_data` and
+    teacher logits are computed (:func:`kd_utils.experiments.pipeline.prepare_data` and
     ``load_manifest`` load the manifest through :meth:`Manifest.load`)."""
     folder = Path(folder)
     saved = storage.read_json(folder / IMAGE_STATS)
@@ -340,7 +340,7 @@ def build_manifest(
 
     ``remove_test_duplicates=False`` keeps test images of a source's own split
     that (near-)duplicate a training image, noted in the report, so that the
-    leak can be measured; :func:`kd_utils.duplicates.leakage_audit` then lists them.
+    leak can be measured; :func:`kd_utils.tools.duplicates.leakage_audit` then lists them.
 
     ``split`` decides what happens to a source's own train/test folders:
     ``"folders"`` keeps them, ``"pooled"`` pools their images and splits them

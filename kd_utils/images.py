@@ -1,7 +1,7 @@
 """One image file: what a viewer shows, whether it is usable, its perceptual hash.
 
 Used when a manifest is built (:mod:`kd_utils.data`) and when ``predict``,
-``evaluate`` and ``shortcuts`` read a file (:mod:`kd_utils.deploy`): both
+``evaluate`` and ``shortcuts`` read a file (:mod:`kd_utils.tools.deploy`): both
 apply the EXIF orientation, refuse what is too small or too elongated, and
 convert any Pillow mode to 8-bit RGB the same way.
 """

@@ -179,7 +179,7 @@ def sweep_forms_table(by_form: dict, paper: dict, name: str = "T") -> pd.DataFra
 def load_predictions(record: dict) -> tuple[np.ndarray, np.ndarray]:
     """``(labels, logits)`` of a run's test split (the record must carry ``run_dir``)."""
     if "run_dir" not in record:
-        raise KeyError("This record has no 'run_dir': load it through kd_utils.pipeline.")
+        raise KeyError("This record has no 'run_dir': load it through kd_utils.experiments.pipeline.")
     with np.load(Path(record["run_dir"]) / PREDICTIONS_FILE) as saved:
         return saved["labels"], saved["logits"]
 

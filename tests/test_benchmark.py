@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from kd_utils import benchmark, flops, models
+from kd_utils import models
+from kd_utils.tools import benchmark, flops
 from kd_utils.__main__ import main
 
 

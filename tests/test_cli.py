@@ -290,7 +290,8 @@ def test_predict_bad_input(models, tmp_path, capsys, case_id, kinds, model, code
 def test_exif_orientation_is_applied_in_predict_and_in_training_alike(models, tmp_path, suffix, orientation):
     """A file stored rotated with an EXIF tag is read as a viewer shows it, by predict and by the
     manifest builder (whose upright copy the tf.data loader reads): the same pixels both ways."""
-    from kd_utils import batches, data, deploy, images, sources
+    from kd_utils import batches, data, images, sources
+    from kd_utils.tools import deploy
 
     upright = lesion((64, 48), seed=3)
     rotated = tmp_path / f"benign/rotated{suffix}"
@@ -371,7 +372,7 @@ def _calibration_folder(folder: Path, good: int, bad: int) -> Path:
 
 
 def test_export_int8_calibrates_on_a_folder_for_a_model_trained_elsewhere(models, tmp_path, capsys):
-    from kd_utils import deploy
+    from kd_utils.tools import deploy
     from kd_utils.__main__ import main
 
     folder = _calibration_folder(tmp_path / "calib", good=100, bad=3)

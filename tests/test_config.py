@@ -116,7 +116,7 @@ def test_auto_falls_back_to_generated_images_only_without_gpu_data_or_network(mo
 
 
 def test_a_failed_download_on_a_gpu_stops_in_one_line_and_falls_back_to_nothing(monkeypatch):
-    from kd_utils import download
+    from kd_utils.experiments import download
 
     _machine(monkeypatch, gpu=True, reachable=False)
     profile = config.get_profile(config.auto_profile()[0])
@@ -149,7 +149,7 @@ def test_the_notebook_setup_on_colab_and_elsewhere(monkeypatch, capsys):
     import sys
     import types
 
-    from kd_utils import notebook
+    from kd_utils.experiments import notebook
 
     mounted = []
     drive = types.SimpleNamespace(mount=mounted.append)

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from kd_utils import batches, config, data, duplicates, paths
+from kd_utils import batches, config, data, paths
+from kd_utils.tools import duplicates
 
 
 def noise_image(seed, size=64, mode="RGB"):
@@ -412,7 +413,7 @@ def test_robust_epochs_are_reproducible_for_exact_resume(tiny_manifest):
 
 
 def test_the_teacher_run_records_its_augmentation_and_students_keep_their_keys():
-    from kd_utils import runs
+    from kd_utils.experiments import runs
 
     profile = config.get_profile("kaggle-cpu")
     key, _, run_config = runs.teacher_run(profile, "m")

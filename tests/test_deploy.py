@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kd_utils import batches, config, data, deploy, evaluation, models, paths, pipeline, synthetic, tflite_export
+from kd_utils import batches, config, data, evaluation, models, paths, synthetic
+from kd_utils.experiments import pipeline
+from kd_utils.tools import deploy, tflite_export
 from kd_utils.__main__ import main
 
 SIZE = 32

@@ -11,8 +11,9 @@ import pytest
 from PIL import Image
 
 from kd_utils import __main__ as cli
-from kd_utils import commands
-from kd_utils import config, data, download, paths
+from kd_utils.tools import commands
+from kd_utils import config, data, paths
+from kd_utils.experiments import download
 
 from cli_child import run_cli_cases
 

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kd_utils import config, dry_run, models, paths
+from kd_utils import config, models, paths
+from kd_utils.experiments import dry_run
 
 REPO = Path(__file__).resolve().parent.parent
 

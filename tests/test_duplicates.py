@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from kd_utils import data, duplicates, paths
+from kd_utils import data, paths
+from kd_utils.tools import duplicates
 
 #: Test-folder images planted again in the training folder, altered.
 PLANTED = 2

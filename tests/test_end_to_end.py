@@ -4,7 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from kd_utils import batches, config, data, evaluation, models, pipeline, training
+from kd_utils import batches, config, data, evaluation, models, training
+from kd_utils.experiments import pipeline
 from kd_utils.distillation import Distiller
 
 

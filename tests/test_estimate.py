@@ -1,10 +1,11 @@
-"""The planned runs of a profile and the estimate of their hours (kd_utils.estimate, CLI ``estimate``)."""
+"""The planned runs of a profile and the estimate of their hours (kd_utils.tools.estimate, CLI ``estimate``)."""
 
 import json
 
 import pytest
 
-from kd_utils import config, estimate, models, paths, steptime
+from kd_utils import config, models, paths
+from kd_utils.tools import estimate, steptime
 from kd_utils.__main__ import main
 
 from cli_child import run_cli_cases
@@ -132,7 +133,7 @@ def test_flop_estimate_uses_the_assumed_t4_throughput():
 
 
 def test_flops_are_counted_once_per_model_and_size(monkeypatch):
-    from kd_utils import flops
+    from kd_utils.tools import flops
 
     built = []
     build = steptime.build
@@ -146,7 +147,7 @@ def test_flops_are_counted_once_per_model_and_size(monkeypatch):
 
 
 def count_at_224(name: str) -> int:
-    from kd_utils import flops
+    from kd_utils.tools import flops
 
     return flops.analytic_flops(steptime.build(name, 224))["total"]
 
@@ -204,7 +205,7 @@ def test_the_cpu_plan_counts_the_teachers_pretraining():
 
 
 def measured_file(profile, step_s: dict, precision="float32") -> dict:
-    """What ``python -m kd_utils.steptime --out`` writes, with given step times."""
+    """What ``python -m kd_utils.tools.steptime --out`` writes, with given step times."""
     return {"profile": profile.name, "image_size": profile.image_size, "batch_size": profile.batch_size,
             "device": "1 x Test GPU", "backend": "jax", "keras": "3.x", "steps": 10, "warmup": 3,
             "models": {m: {precision: {"step_s": s, "first_step_s": 1.0, "params": 1}} for m, s in step_s.items()}}
@@ -234,7 +235,7 @@ def test_hours_from_step_times_measured_elsewhere(capsys, tmp_path):
 
 
 def test_steptime_times_a_training_step_on_the_current_backend(tmp_path):
-    from kd_utils import steptime
+    from kd_utils.tools import steptime
 
     entry = steptime.time_step("DSNet", 224, 2, "float32", steps=1, warmup=1)  # the paper's size
     assert entry["params"] == 268_898 and entry["step_s"] > 0 and entry["first_step_s"] > 0
@@ -251,7 +252,7 @@ def test_steptime_times_a_training_step_on_the_current_backend(tmp_path):
 def test_steptime_extends_its_file_and_keeps_jax_peaks_of_a_processes_first_model_only(tmp_path, monkeypatch):
     import keras
 
-    from kd_utils import steptime
+    from kd_utils.tools import steptime
 
     profile = config.get_profile("smoke", image_size=32, batch_size=4)
     calls = []
@@ -283,7 +284,7 @@ def test_steptime_extends_its_file_and_keeps_jax_peaks_of_a_processes_first_mode
 
 
 def test_steptime_reports_no_peak_memory_without_an_accelerator():
-    from kd_utils import steptime
+    from kd_utils.tools import steptime
 
     assert steptime.reset_peak_memory() is False and steptime.peak_memory_bytes() is None
 

@@ -1,4 +1,4 @@
-"""External validation (`python -m kd_utils evaluate`, kd_utils.external): the metrics against
+"""External validation (`python -m kd_utils evaluate`, kd_utils.tools.external): the metrics against
 scikit-learn, the bootstrap intervals, the command end to end on the CC0 sample, and bad input."""
 
 import json
@@ -11,7 +11,8 @@ import pytest
 from sklearn import metrics as skm
 
 from cli_child import run_cli_cases
-from kd_utils import data, deploy, external, paths
+from kd_utils import data, paths
+from kd_utils.tools import deploy, external
 from kd_utils.__main__ import main
 
 SIZE = 32

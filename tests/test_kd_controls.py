@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-from kd_utils import config, evaluation, models, pipeline, reporting
+from kd_utils import config, evaluation, models, reporting
+from kd_utils.experiments import pipeline
 from kd_utils.distillation import gradient_norms
 from kd_utils.evaluation import softmax
 

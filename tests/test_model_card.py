@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kd_utils import config, data, deploy, flops, model_card, models, paths, stats
+from kd_utils import config, data, models, paths, stats
+from kd_utils.tools import deploy, flops, model_card
 
 SECTIONS = ["## Model", "## Training data and split", "## Metrics", "## Calibration", "## Quantization",
             "## Intended use", "## Limitations", "## Not a diagnostic device"]

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kd_utils import config, memory, models, pipeline, runs, training
+from kd_utils import config, models, training
+from kd_utils.experiments import memory, pipeline, runs
 from kd_utils.distillation import Distiller
 
 

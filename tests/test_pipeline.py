@@ -12,7 +12,8 @@ import keras
 import numpy as np
 import pytest
 
-from kd_utils import choices, config, models, pipeline, reporting, runs
+from kd_utils import config, models, reporting
+from kd_utils.experiments import choices, pipeline, runs
 
 
 @pytest.fixture(scope="module")

@@ -66,17 +66,28 @@ def test_lower_bounds_are_the_tested_colab_versions_and_tensorflow_is_not_capped
 
 
 def _imports_between_modules(package) -> dict[str, set[str]]:
-    """Module -> the package's modules it imports, at the top or inside a function."""
+    """Module -> the package's modules it imports, at the top or inside a
+    function; modules of a subpackage by dotted name (``experiments.pipeline``)."""
     import ast
 
-    names = {p.stem for p in package.glob("*.py")}
+    def name(path):
+        return ".".join(path.relative_to(package).with_suffix("").parts)
+
+    modules = {name(p) for p in package.rglob("*.py") if p.stem != "__init__"}
     graph = {}
-    for path in package.glob("*.py"):
+    for path in package.rglob("*.py"):
+        if path.stem == "__init__":
+            continue
+        here = name(path).split(".")[:-1]  # the importing module's subpackage, [] in the core
         found = set()
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                found.update([node.module.split(".")[0]] if node.module else [a.name for a in node.names])
-        graph[path.stem] = found & names - {path.stem}
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = here[:len(here) - (node.level - 1)]
+                if node.module:
+                    found.add(".".join(base + node.module.split(".")))
+                found.update(".".join(base + (node.module.split(".") if node.module else []) + [a.name])
+                             for a in node.names)
+        graph[name(path)] = found & modules - {name(path)}
     return graph
 
 
@@ -107,7 +118,20 @@ def test_the_cycle_finder_finds_a_planted_cycle():
 
 def test_no_module_imports_one_that_imports_it_back():
     """No import cycle in kd_utils, imports inside functions included."""
-    assert _cycles(_imports_between_modules(ROOT / "kd_utils")) == []
+    graph = _imports_between_modules(ROOT / "kd_utils")
+    assert "experiments.pipeline" in graph and "tools.commands" in graph["__main__"]
+    assert _cycles(graph) == []
+
+
+def test_the_core_imports_neither_experiments_nor_tools_and_experiments_no_tools():
+    """The three parts of kd_utils, each built only on those before it."""
+    def part(module):
+        return module.split(".")[0] if "." in module else ("tools" if module == "__main__" else "core")
+
+    order = {"core": 0, "experiments": 1, "tools": 2}
+    upward = [(m, other) for m, found in _imports_between_modules(ROOT / "kd_utils").items() for other in found
+              if order[part(other)] > order[part(m)]]
+    assert upward == []
 
 
 def test_every_module_is_on_the_map():
@@ -115,7 +139,9 @@ def test_every_module_is_on_the_map():
     import kd_utils
 
     design = (ROOT / "docs" / "design.md").read_text()
-    for path in sorted((ROOT / "kd_utils").glob("*.py")):
+    for path in sorted((ROOT / "kd_utils").rglob("*.py")):
         if path.stem != "__init__":
             assert f"| `{path.stem}` |" in design, f"{path.stem} is missing from docs/design.md"
             assert f"``{path.stem}``" in kd_utils.__doc__, f"{path.stem} is missing from kd_utils' docstring"
+    for part in ("experiments", "tools"):
+        assert f"kd_utils.{part}" in design and f"``kd_utils.{part}``" in kd_utils.__doc__

@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kd_utils import batches, config, data, models, paths, pipeline, runs, storage, training
+from kd_utils import batches, config, data, models, paths, storage, training
+from kd_utils.experiments import pipeline, runs
 
 
 @pytest.fixture(scope="module")

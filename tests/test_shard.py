@@ -6,7 +6,8 @@ import types
 import keras
 import pytest
 
-from kd_utils import choices, config, memory, models, pipeline, shard
+from kd_utils import config, models
+from kd_utils.experiments import choices, memory, pipeline, shard
 
 
 def test_shards_partition_a_list_of_runs_the_same_way_every_time():

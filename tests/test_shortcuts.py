@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kd_utils import deploy, shortcuts
+from kd_utils.tools import deploy, shortcuts
 from kd_utils.__main__ import main
 
 SIZE = 32

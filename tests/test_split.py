@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kd_utils import config, data, duplicates, paths, pipeline, reporting
+from kd_utils import config, data, paths, reporting
+from kd_utils.experiments import pipeline
+from kd_utils.tools import duplicates
 
 
 def noise_image(seed, size=64):

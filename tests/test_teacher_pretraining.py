@@ -4,7 +4,8 @@ on generated images outside the profile's data, and part of the teacher's key.""
 import keras
 import pytest
 
-from kd_utils import config, pipeline, runs
+from kd_utils import config
+from kd_utils.experiments import pipeline, runs
 
 
 @pytest.fixture

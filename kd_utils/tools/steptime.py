@@ -1,6 +1,6 @@
 """Seconds per training step of every model a profile trains, on any Keras backend.
 
-``python -m kd_utils.steptime --profile paper --out step_times.json``
+``python -m kd_utils.tools.steptime --profile paper --out step_times.json``
 
 Builds the ResNet50 teacher, DSNet and the profile's large students with
 ``weights=None`` at the profile's image size, compiles each as a two-class
@@ -33,15 +33,15 @@ import os
 import sys
 import time
 
-from . import config, storage
+from .. import config, storage
 
-#: The teacher's name in step-time files and in :mod:`kd_utils.estimate`'s tables.
+#: The teacher's name in step-time files and in :mod:`kd_utils.tools.estimate`'s tables.
 TEACHER = "ResNet50 teacher"
 
 
 def build(model: str, image_size: int):
     """``model`` (the teacher, ``"DSNet"`` or a large student's name) with ``weights=None``."""
-    from . import models
+    from .. import models
 
     if model == TEACHER:
         return models.build_teacher(image_size, weights=None)
@@ -71,7 +71,7 @@ def device_name() -> str:
             if torch.cuda.is_available():
                 return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
         elif backend == "tensorflow":
-            from .reporting import hardware
+            from ..reporting import hardware
 
             return hardware()
     except Exception:  # pragma: no cover - a backend without device queries
@@ -230,7 +230,7 @@ def measure(profile: config.Profile, precisions=PRECISIONS, steps: int = 5, warm
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kd_utils.steptime", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m kd_utils.tools.steptime", description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="paper")
     parser.add_argument("--precision", action="append", choices=PRECISIONS,
                         help="float32 and/or mixed_float16 (default both)")

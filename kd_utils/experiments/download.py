@@ -37,9 +37,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from . import config, paths, storage
-from .data import CLASS_NAMES, DataError
-from .images import IMAGE_SUFFIXES
+from .. import config, paths, storage
+from ..data import CLASS_NAMES, DataError
+from ..images import IMAGE_SUFFIXES
 
 SOURCES = ("kaggle", "isic")
 #: The Kaggle dataset the paper's 9,996 images come from (owner/slug).
@@ -143,7 +143,7 @@ def download(source: str = "kaggle", dest=None, *, force: bool = False, **option
 
 def ensure_data(profile: config.Profile) -> Download | None:
     """The profile's real images, fetched when missing (notebook 01,
-    ``reproduce`` and :func:`kd_utils.pipeline.prepare_data` call this).
+    ``reproduce`` and :func:`kd_utils.experiments.pipeline.prepare_data` call this).
 
     The ``folder`` (Kaggle) and ``isic`` sources download (``paper``,
     ``colab``, ``kaggle-cpu``): when their folder is missing or a download

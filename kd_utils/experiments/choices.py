@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import config, paths, pipeline, reporting, runs, storage, training
+from .. import config, paths, reporting, storage, training
+from . import pipeline, runs
 
 
 def sweep(profile, manifest, teacher, *, temperatures=None, batch_sizes=None, alphas=None, student="DSNet",

@@ -29,7 +29,7 @@ import gc
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import storage, training
+from .. import storage, training
 
 #: The smallest micro-batch tried before giving up (BatchNorm statistics of
 #: fewer images are too noisy to be worth training with).

@@ -6,8 +6,8 @@ one run and at 224x224 (random weights: cost does not depend on them):
 * the teacher (ResNet50 + head), DSNet in Keras (float32), DSNet as TFLite
   float32, dynamic-range int8 and full int8 (calibrated on the 24 bundled
   CC0 sample images), MobileNet and EfficientNetB0 with the teacher's head;
-* parameters, FLOPs per image counted two ways (:func:`kd_utils.flops.analytic_flops`
-  and TensorFlow's own profiler, :func:`kd_utils.flops.profiler_flops`), model file size,
+* parameters, FLOPs per image counted two ways (:func:`kd_utils.tools.flops.analytic_flops`
+  and TensorFlow's own profiler, :func:`kd_utils.tools.flops.profiler_flops`), model file size,
   batch-1 latency (median and 90th percentile over ``runs`` calls after a
   warm-up) and batch-32 throughput; ratios to DSNet float32 (Keras).
 
@@ -16,7 +16,7 @@ images: one Distiller epoch with the live teacher vs with precomputed
 teacher logits, and the images/s of the tf.data input pipeline alone vs the
 images/s of the training step.
 
-FLOPs are counted by :mod:`kd_utils.flops` (its docstring says how).
+FLOPs are counted by :mod:`kd_utils.tools.flops` (its docstring says how).
 
 Performance numbers are printed and written to ``benchmark.md`` / ``.csv`` /
 ``.png``; they depend on the machine and are never asserted by the tests.
@@ -35,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import flops, paths
+from .. import paths
+from . import flops
 
 REFERENCE = "DSNet float32 (Keras)"
 OUT_COLUMNS = (
@@ -68,7 +69,7 @@ class Settings:
 
 def settings(quick: bool = False, runs: int | None = None) -> Settings:
     """The full settings, or ``quick`` ones (tiny images and counts) for tests."""
-    from . import config
+    from .. import config
 
     base = Settings(epochs_per_run=config.get_profile("cpu").student_epochs)
     if quick:
@@ -117,7 +118,7 @@ def machine_line() -> str:
 
 def sample_images(image_size: int) -> np.ndarray:
     """The bundled CC0 sample images at ``image_size`` (uint8), as the data pipeline reads them."""
-    from . import batches
+    from .. import batches
 
     files = sorted(p for p in paths.sample_dir().iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     if not files:
@@ -149,7 +150,7 @@ def time_runner(runner, images: np.ndarray, s: Settings) -> dict[str, float]:
 
 
 def _model_builders(size: int):
-    from . import models
+    from .. import models
 
     return [
         ("Teacher ResNet50", lambda: models.build_teacher(size, weights=None)),
@@ -159,7 +160,7 @@ def _model_builders(size: int):
     ]
 
 
-#: DSNet's TFLite variants: row name and ``quantize`` of :func:`kd_utils.tflite_export.export_tflite`.
+#: DSNet's TFLite variants: row name and ``quantize`` of :func:`kd_utils.tools.tflite_export.export_tflite`.
 TFLITE_VARIANTS = (
     ("DSNet TFLite float32", "none"),
     ("DSNet TFLite dynamic int8", "dynamic"),
@@ -175,7 +176,8 @@ def inference_table(s: Settings, work_dir, log=print):
     import keras
     import pandas as pd
 
-    from . import deploy, models, tflite_export
+    from .. import models
+    from . import deploy, tflite_export
 
     work_dir = Path(work_dir)
     images = sample_images(s.image_size)
@@ -224,7 +226,7 @@ def _synthetic_manifest(folder: Path, per_class: int, size: int, seed: int):
     """A manifest whose rows are all ``train``: the synthetic PNGs as written, no validation needed."""
     import pandas as pd
 
-    from . import data, synthetic
+    from .. import data, synthetic
 
     root = synthetic.write_dataset(folder, per_class, size, seed)
     paths = sorted(root.glob("*/*.png"))
@@ -251,8 +253,8 @@ def training_measurements(s: Settings, work_dir, seed: int = 0, log=print) -> di
     """
     import keras
 
-    from . import batches, evaluation, models
-    from .distillation import Distiller
+    from .. import batches, evaluation, models
+    from ..distillation import Distiller
 
     manifest = _synthetic_manifest(Path(work_dir) / "synthetic", s.train_per_class, s.train_size, seed)
     n = len(manifest.frame)
@@ -331,7 +333,7 @@ def markdown(table, training: dict, s: Settings, header: str) -> str:
     lines += [
         "",
         "FLOPs per image: additions and multiplications, a multiply-accumulate counting 2 "
-        "(rules in `kd_utils/benchmark.py`). Cross-check with TensorFlow's profiler: the conv/dense parts "
+        "(rules in `kd_utils/tools/benchmark.py`). Cross-check with TensorFlow's profiler: the conv/dense parts "
         "agree exactly; the totals differ by what TensorFlow's graph computes besides (per-channel batch-norm "
         f"constants, swish's multiply by beta = 1), within {flops.TOTAL_TOLERANCE:.0%} at 224 px:",
         "",

@@ -18,7 +18,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from . import config, data, evaluation, models, paths, reporting, storage, training
+from .. import config, data, evaluation, models, paths, reporting, storage, training
 
 
 TEACHER_CONTROLS = ("uniform", "shuffled")
@@ -49,7 +49,7 @@ def compile_classifier(model: keras.Model, learning_rate: float, accumulation_st
 
 def optimizer(learning_rate: float, mixed_precision: bool, accumulation_steps: int = 1):
     """Adam; with ``accumulation_steps`` > 1 it averages that many micro-batches'
-    gradients before each update (:mod:`kd_utils.memory`)."""
+    gradients before each update (:mod:`kd_utils.experiments.memory`)."""
     adam = keras.optimizers.Adam(learning_rate, gradient_accumulation_steps=accumulation_steps
                                  if accumulation_steps > 1 else None)
     return keras.optimizers.LossScaleOptimizer(adam) if mixed_precision else adam

@@ -22,7 +22,7 @@ shifted by -128). Calibration sets the input scale from the smallest and
 largest values it sees, so the first calibration image gets one black (0)
 and one white (255) pixel: the input range is then exactly [0, 255] and the
 
-The exported file runs in :func:`kd_utils.deploy.load_model`, as the
+The exported file runs in :func:`kd_utils.tools.deploy.load_model`, as the
 ``.keras`` file does.
 """
 
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import batches
+from .. import batches
 from .deploy import PREDICT_SUFFIXES, ImageReadError, expand_paths, keras_model, model_input_size, read_image
 
 QUANTIZATIONS = ("none", "dynamic", "int8")

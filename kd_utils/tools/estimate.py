@@ -7,7 +7,7 @@ profile, in the order they make them, each once: a run a later notebook asks
 for again (same configuration, hence the same run key) is loaded, not
 trained, and counts where it is first trained. :func:`notebook_plan` is the one table
 of what each notebook asks for; it follows the notebooks' calls into
-:mod:`kd_utils.pipeline` (``train_teacher``, ``repeat``, ``sweep``,
+:mod:`kd_utils.experiments.pipeline` (``train_teacher``, ``repeat``, ``sweep``,
 ``choose_settings``). Which runs are the same is decided by the pipeline's
 own run keys, so the count cannot drift from what the pipeline reuses.
 
@@ -28,12 +28,12 @@ Three ways to turn runs into hours:
   would take minutes at 224 px); every other model's step time is DSNet's
   scaled by its FLOPs, and the report says so.
 * **flops** (:func:`flop_estimate`): FLOPs per image from
-  :func:`kd_utils.flops.analytic_flops` times the images a run
+  :func:`kd_utils.tools.flops.analytic_flops` times the images a run
   processes, divided by an ASSUMED sustained training throughput of a T4
   (:data:`T4_THROUGHPUT`). No GPU needed; an estimate to plan a Colab
   session with, not a measurement.
 * **measured elsewhere** (:func:`from_step_times`, ``--step-times FILE``):
-  the step times :mod:`kd_utils.steptime` measured on another machine
+  the step times :mod:`kd_utils.tools.steptime` measured on another machine
   (e.g. a GPU with JAX but no TensorFlow), one precision of them.
 
 All three count, per run: ``epochs`` passes over the training split (a training
@@ -49,7 +49,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from . import config, paths, steptime
+from .. import config, paths
+from . import steptime
 from .steptime import TEACHER
 
 #: Images the paper trained and validated on (5,596 + 1,400) and tested on.
@@ -146,7 +147,7 @@ def notebook_plan(p: config.Profile, chosen: dict) -> list[tuple[str, str, tuple
 def plan_table(profile: config.Profile, chosen: dict | None = None) -> list[dict]:
     """:func:`notebook_plan` with, per row, the runs it asks for and how many of them are new
     (not made by an earlier row); ``runs`` holds the new :class:`PlannedRun`\\ s."""
-    from . import runs as run_keys
+    from ..experiments import runs as run_keys
 
     chosen = _assumed_choice(profile, chosen)
     seen: set[str] = set()
@@ -229,7 +230,7 @@ def split_sizes(profile: config.Profile) -> tuple[dict, str]:
 
 
 def model_flops(models_: list[str], image_size: int) -> dict[str, float]:
-    """Forward FLOPs per image of each model at ``image_size`` (:func:`kd_utils.flops.analytic_flops`)."""
+    """Forward FLOPs per image of each model at ``image_size`` (:func:`kd_utils.tools.flops.analytic_flops`)."""
     import keras
 
     from .flops import analytic_flops
@@ -325,8 +326,8 @@ def estimate(profile: config.Profile, steps: int = 3, warmup: int = 1, chosen: d
     to the profile's batch per image."""
     import tensorflow as tf
 
-    from . import reporting
-    from .runs import accelerator_options
+    from .. import reporting
+    from ..experiments.runs import accelerator_options
 
     gpu = bool(tf.config.list_physical_devices("GPU"))
     time_all = gpu if time_all is None else time_all
@@ -365,9 +366,9 @@ def estimate(profile: config.Profile, steps: int = 3, warmup: int = 1, chosen: d
 
 def from_step_times(profile: config.Profile, step_times: dict, chosen: dict | None = None,
                     precision: str | None = None) -> dict:
-    """Hours of the profile's runs from step times measured by :mod:`kd_utils.steptime`.
+    """Hours of the profile's runs from step times measured by :mod:`kd_utils.tools.steptime`.
 
-    ``step_times``: the JSON that ``python -m kd_utils.steptime --out`` wrote.
+    ``step_times``: the JSON that ``python -m kd_utils.tools.steptime --out`` wrote.
     ``precision`` (default: the profile's) picks its float32 or mixed_float16
     times. The measurement must be of the profile's image size and batch size,
     and must hold every model the profile trains."""
@@ -387,7 +388,7 @@ def from_step_times(profile: config.Profile, step_times: dict, chosen: dict | No
     models_ = {m: {"gflops_per_image": flops[m] / 1e9, "step_s": float(measured[m][precision]["step_s"]),
                    "timed": True} for m in names}
     per_run = _seconds_from_steps(runs, sizes, models_, profile.batch_size)
-    method = (f"step times measured by kd_utils.steptime ({step_times.get('backend')} backend, Keras "
+    method = (f"step times measured by kd_utils.tools.steptime ({step_times.get('backend')} backend, Keras "
               f"{step_times.get('keras')}, {precision}, batch {profile.batch_size}, {profile.image_size} px, "
               f"median of {step_times.get('steps')} steps), plus {RUN_OVERHEAD_S:g} s per run")
     result = _summarise(profile, runs, sizes, where, per_run, method, str(step_times.get("device")), models_)

@@ -19,7 +19,7 @@ runs end to end offline:
   with ``weights=<file>`` exactly as they load the downloaded file.
 
 Nothing here says anything about accuracy: the weights are random and the
-images few. :func:`ensure` is called by :func:`kd_utils.pipeline.prepare_data`
+images few. :func:`ensure` is called by :func:`kd_utils.experiments.pipeline.prepare_data`
 for a profile with ``stand_ins``, so any notebook made to run on
 ``paper-dry-run`` finds them.
 """
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import config, paths, storage, synthetic
+from .. import config, paths, storage, synthetic
 
 #: Images per class written to ``train/`` and to ``test/``. The paper profile
 #: pools the 10 and re-splits them (30% test, a fifth of the rest validation):
@@ -51,8 +51,8 @@ def real_images(folder=None) -> dict[str, list[Path]] | None:
     """The first :data:`TRAIN_PER_CLASS` / :data:`TEST_PER_CLASS` images (by
     name) of each ``split/class`` folder of the Kaggle dataset (default:
     where ``download`` puts it), or None when it is not there or short."""
-    from .data import CLASS_NAMES
-    from .images import IMAGE_SUFFIXES
+    from ..data import CLASS_NAMES
+    from ..images import IMAGE_SUFFIXES
 
     folder = Path(folder) if folder else paths.data_dir() / config.KAGGLE_FOLDER
     picked = {}
@@ -143,7 +143,7 @@ def write_weights(name: str, image_size: int, folder) -> Path:
     """The stand-in weights file of backbone ``name`` in ``folder`` (written now)."""
     import keras
 
-    from . import models
+    from .. import models
 
     keras.backend.clear_session(free_memory=True)  # layer names as in a fresh process, as Keras' own files
     keras.utils.set_random_seed(WEIGHTS_SEED)
@@ -164,7 +164,7 @@ def ensure(profile: config.Profile) -> dict:
     """
     if not profile.stand_ins or not profile.data_root or profile.weights in (None, "imagenet"):
         raise ValueError(f"profile {profile.name!r} has no stand-ins (stand_ins, data_root and a weights folder).")
-    from . import models
+    from .. import models
 
     written = []
     images = Path(profile.data_root)

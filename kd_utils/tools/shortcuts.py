@@ -121,8 +121,8 @@ def report(runner, images: np.ndarray, labels, threshold: float = 0.5, batch_siz
     ``labels`` (0 benign, 1 malignant), one row per transform after the
     untransformed ``none``: accuracy, the share called malignant, the share
     of calls that flip against ``none``, and those flips' direction.
-    ``runner`` predicts logits (:func:`kd_utils.deploy.load_model`)."""
-    from . import evaluation
+    ``runner`` predicts logits (:func:`kd_utils.tools.deploy.load_model`)."""
+    from .. import evaluation
 
     labels = np.asarray(labels)
 
@@ -148,7 +148,7 @@ def report(runner, images: np.ndarray, labels, threshold: float = 0.5, batch_siz
 def report_folder(model, folder, *, split: str | None = None, limit: int | None = None, seed: int = 0,
                   threshold: float = 0.5) -> tuple[pd.DataFrame, dict]:
     """:func:`report` on a labelled folder (the layouts of
-    :func:`kd_utils.external.labelled_images`), at most ``limit`` images drawn
+    :func:`kd_utils.tools.external.labelled_images`), at most ``limit`` images drawn
     at random (``seed``) with both classes kept; unreadable files skipped.
     Returns the table and ``{"model", "folder", "images", "skipped"}``."""
     from . import deploy, external
@@ -166,7 +166,7 @@ def report_folder(model, folder, *, split: str | None = None, limit: int | None 
         except deploy.ImageReadError as err:
             skipped.append((str(path), str(err)))
     if not images:
-        from .data import DataError
+        from ..data import DataError
 
         raise DataError(f"{folder}: none of the {len(paths)} image file(s) could be read.")
     table = report(runner, np.stack(images), kept, threshold)
@@ -215,7 +215,7 @@ def artefacts(frame: pd.DataFrame, size: int = 64) -> pd.DataFrame:
     (ring mean < :data:`BLACK_FRAME`), and the mean brightness. ``frame``
     needs ``path`` and ``label`` (a manifest's frame); the per-image values
     are :func:`image_artefacts`'s."""
-    from .data import CLASS_NAMES
+    from ..data import CLASS_NAMES
 
     values = pd.DataFrame([image_artefacts(p, size) for p in frame.path], index=frame.index)
     table = frame[[c for c in ("split", "label") if c in frame]].join(values)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 
-from . import config, paths
+from .. import config, paths
 
 #: Where the setup cell clones the project on Colab.
 COLAB_CHECKOUT = "/content/kd-melanoma"
@@ -41,7 +41,7 @@ def start(profile: str = "auto", use_drive: bool = False, seeds: str = "", mixed
         print("USE_DRIVE is for Colab: artifacts and results stay in this machine's folders.")
     chosen = config.notebook_profile(profile, seeds, mixed_precision, jit, students)
     results = paths.results_dir(chosen)
-    from .reporting import hardware
+    from ..reporting import hardware
 
     print(f"profile {chosen.name} on {hardware()}")
     print(f"artifacts: {paths.artifacts_dir(chosen)}")

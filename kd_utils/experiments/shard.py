@@ -1,8 +1,8 @@
 """Runs shared out between sessions: shard ``i`` of ``n`` trains its share of each sweep.
 
 Several Colab sessions (or GPUs) that share one artifacts folder (Drive)
-split the runs of :func:`kd_utils.pipeline.repeat` and
-:func:`~kd_utils.choices.sweep` with ``KD_SHARD=i/n`` (``python -m kd_utils
+split the runs of :func:`kd_utils.experiments.pipeline.repeat` and
+:func:`~kd_utils.experiments.choices.sweep` with ``KD_SHARD=i/n`` (``python -m kd_utils
 reproduce --shard i/n`` sets it for the notebooks). Runs are independent and
 skip-if-done, so each session trains the runs of the list that fall to it
 (:func:`assign`), loads the ones already finished by anyone, and then waits

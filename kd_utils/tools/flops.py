@@ -45,7 +45,7 @@ def _layer_flops(layer) -> tuple[int, int]:
     """``(conv_dense, other)`` FLOPs of one (non-nested) layer per image."""
     from keras import layers
 
-    from .models import Preprocess
+    from ..models import Preprocess
 
     name = type(layer).__name__
     out_shape = tuple(layer.output.shape)
@@ -89,7 +89,7 @@ def _layer_flops(layer) -> tuple[int, int]:
             layers.ZeroPadding2D, layers.Cropping2D, layers.ReLU, layers.Permute, layers.Concatenate)
     if isinstance(layer, free):
         return 0, 0
-    raise ValueError(f"No FLOP rule for layer {layer.name!r} of type {name}; add one to kd_utils.benchmark.")
+    raise ValueError(f"No FLOP rule for layer {layer.name!r} of type {name}; add one to kd_utils.tools.benchmark.")
 
 
 def flops_by_layer(model):

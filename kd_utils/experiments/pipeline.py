@@ -2,10 +2,10 @@
 
 Notebooks and the command line call these, so a step behaves the same
 wherever it runs. Each training step is a run with a key and a folder
-derived from it (:mod:`kd_utils.runs`); a run is skipped when a finished
+derived from it (:mod:`kd_utils.experiments.runs`); a run is skipped when a finished
 record with the same key is there (:mod:`kd_utils.training`), so a changed
 teacher or changed data makes new runs. The sweeps and the choices made on
-validation are in :mod:`kd_utils.choices`.
+validation are in :mod:`kd_utils.experiments.choices`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from . import batches, config, data, evaluation, memory, models, paths, reporting, runs, shard, storage, training
-from .distillation import Distiller, SoftKLDivergence
+from .. import batches, config, data, evaluation, models, paths, reporting, storage, training
+from . import memory, runs, shard
+from ..distillation import Distiller, SoftKLDivergence
 
 
 def prepare_data(profile: config.Profile, root=None, rebuild: bool = False) -> data.Manifest:
@@ -203,7 +204,7 @@ def _new_teacher(profile: config.Profile) -> keras.Model:
 
 
 def _teacher_builder(profile, manifest, strategy, learning_rate, start: dict | None = None):
-    """``build(batching)`` for :func:`kd_utils.memory.fit_within_memory`: the
+    """``build(batching)`` for :func:`kd_utils.experiments.memory.fit_within_memory`: the
     profile's teacher (with ``start["weights"]`` when given), compiled with
     Adam at ``learning_rate`` (a number or a schedule), and the datasets at
     the micro-batch."""
@@ -230,7 +231,7 @@ def pretrain_teacher(profile: config.Profile, verbose: int = 2, strategy=None):
     The paper's teacher starts from ImageNet weights: it knows about images
     before it sees a lesion. Without network or ImageNet (the ``cpu``
     profile) the stand-in is a ResNet50 trained first on
-    :func:`kd_utils.runs.pretraining_data`: many more generated lesions than the profile's
+    :func:`kd_utils.experiments.runs.pretraining_data`: many more generated lesions than the profile's
     training split holds, none of them in its splits. The student never sees
     them; what the teacher learns there reaches it only through the soft targets.
     """
@@ -387,7 +388,7 @@ def repeat(profile, manifest, teacher, student="DSNet", *, seeds=None, verbose=0
 
     Prints one line per run (``progress`` shares the count with other calls of a cell).
     With ``KD_SHARD=i/n`` this session trains only its share of the seeds'
-    runs and waits for the others' (:mod:`kd_utils.shard`)."""
+    runs and waits for the others' (:mod:`kd_utils.experiments.shard`)."""
     seeds = profile.seeds if seeds is None else seeds
     progress = progress or Progress(len(seeds))
     sharded = shard.from_env()
@@ -411,7 +412,7 @@ def repeat(profile, manifest, teacher, student="DSNet", *, seeds=None, verbose=0
 
 def _wait_for_other_shards(sharded, pending: dict, load, poll_s: float = 30.0) -> None:
     """Load each pending run (``{seed: (key, folder)}``) once another shard has
-    finished it; :class:`~kd_utils.shard.ShardPending` when ``KD_SHARD_WAIT`` runs out."""
+    finished it; :class:`~kd_utils.experiments.shard.ShardPending` when ``KD_SHARD_WAIT`` runs out."""
     if not pending:
         return
     wait = shard.wait_seconds()

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .data import SPLITS, Manifest, duplicate_groups
-from .images import hamming_matrix
+from ..data import SPLITS, Manifest, duplicate_groups
+from ..images import hamming_matrix
 
 #: The dataset's own folders, as the ``folder`` source lays them out.
 OWN_FOLDERS = ("train", "test")

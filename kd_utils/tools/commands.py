@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import paths
+from .. import paths
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -55,7 +55,7 @@ def select_notebooks(only: list[str] | None) -> list[Path]:
 
 def check_profile_env() -> None:
     """``KD_PROFILE``, when set, must name a profile (checked where a profile is resolved)."""
-    from . import config
+    from .. import config
 
     value = os.environ.get("KD_PROFILE")
     if value and value not in config.profile_names():
@@ -67,7 +67,7 @@ def check_profile_env() -> None:
 
 def dry_run_profile_name(profile: str | None) -> str:
     """``--dry-run`` runs the paper profile on stand-ins; another ``--profile`` is refused."""
-    from . import config
+    from .. import config
 
     if profile not in (None, "paper"):
         raise UsageError(f"--dry-run runs the paper profile's code path on stand-ins; it does not apply to "
@@ -93,7 +93,7 @@ def check_folder_env(name: str, path: Path) -> None:
 
 def check_shard(value: str | None) -> str | None:
     """``--shard`` (else ``KD_SHARD``) as ``"i/n"``, and ``KD_SHARD_WAIT``: UsageError when malformed."""
-    from . import shard
+    from ..experiments import shard
 
     try:
         shard.wait_seconds()
@@ -165,7 +165,7 @@ def _execute(papermill, book: Path, out: str, **options) -> None:
 def reproduce(profile_name: str | None, only: list[str] | None = None, seeds: list[int] | None = None,
               mixed_precision: bool = False, jit: bool = False, students: list[str] | None = None,
               shard: str | None = None) -> int:
-    from . import config
+    from .. import config
 
     books = select_notebooks(only)
     import papermill
@@ -182,7 +182,7 @@ def reproduce(profile_name: str | None, only: list[str] | None = None, seeds: li
     if profile.stand_ins:
         print(f"Dry run of the paper profile on stand-ins ({profile.image_size} px, weights files in {profile.weights}, "
               f"images in {profile.data_root}): it checks the code path, its numbers mean nothing.", flush=True)
-    from .download import ensure_data
+    from ..experiments.download import ensure_data
 
     fetched = ensure_data(profile)  # a failed download stops here, in one line, before any notebook
     if fetched is not None:
@@ -214,8 +214,8 @@ def reproduce(profile_name: str | None, only: list[str] | None = None, seeds: li
 
 def estimate(profile_name: str | None, flops: bool, steps: int, warmup: int, as_json: bool, seeds=None,
              mixed_precision: bool = False, jit: bool = False, students=None, step_times: str | None = None) -> int:
-    """Print the runs of notebooks 02-07 and their hours (see :mod:`kd_utils.estimate`)."""
-    from . import config
+    """Print the runs of notebooks 02-07 and their hours (see :mod:`kd_utils.tools.estimate`)."""
+    from .. import config
 
     overrides = {"seeds": tuple(seeds)} if seeds else {}
     overrides.update({"mixed_precision": True} if mixed_precision else {})
@@ -232,7 +232,7 @@ def estimate(profile_name: str | None, flops: bool, steps: int, warmup: int, as_
             measured = json.loads(Path(step_times).read_text())
             if not isinstance(measured, dict) or not isinstance(measured.get("models", {}), dict):
                 raise ValueError("not a step-time file: expected the JSON object that "
-                                 "`python -m kd_utils.steptime --out FILE` writes (image_size, batch_size, models)")
+                                 "`python -m kd_utils.tools.steptime --out FILE` writes (image_size, batch_size, models)")
             result = est.from_step_times(profile, measured)
         except (OSError, ValueError, TypeError, KeyError) as err:
             raise UsageError(f"--step-times {step_times}: {err}") from None
@@ -270,7 +270,8 @@ def export(model_arg: str, quantizations: list[str], profile_name: str | None, o
         check_folder(Path(out), f"--out {out}")
     calibration_dir = check_calibration(calibration, wanted) if calibration else None
 
-    from . import choices, config, pipeline  # TensorFlow from here on
+    from .. import config  # TensorFlow from here on
+    from ..experiments import choices, pipeline
 
     profile = config.get_profile(profile_name)
     try:
@@ -303,8 +304,8 @@ def export(model_arg: str, quantizations: list[str], profile_name: str | None, o
         representative = tflite_export.representative_images(manifest, reference.image_size, n=200, seed=profile.seed)
         print(f"int8 calibration: {len(representative)} images of the {profile.name} training split")
     from .model_card import write_for_export  # MODEL_CARD.md next to the exported files
-    from .storage import read_json
-    from .training import RECORD_FILE, damaged
+    from ..storage import read_json
+    from ..training import RECORD_FILE, damaged
 
     record = read_json(keras_path.parent / RECORD_FILE)
     bad = damaged(keras_path.parent, record) if isinstance(record, dict) else []
@@ -358,7 +359,8 @@ def predict(paths: list[str], model: str | None, profile_name: str | None, outpu
     notes = sys.stdout if output == "table" else sys.stderr
     print(deploy.DISCLAIMER, file=notes)
 
-    from . import choices, config, pipeline  # TensorFlow from here on
+    from .. import config  # TensorFlow from here on
+    from ..experiments import choices, pipeline
 
     try:
         if not model:
@@ -409,7 +411,7 @@ def _folder_runner(model: str, folder: str, split: str | None):
 
 def evaluate(model: str, folder: str, split: str | None = None, threshold: float = 0.5, resamples: int = 2000,
              seed: int = 0, as_json: bool = False) -> int:
-    """``evaluate``: a model's metrics on a labelled folder (:mod:`kd_utils.external`).
+    """``evaluate``: a model's metrics on a labelled folder (:mod:`kd_utils.tools.external`).
 
     The model path and the folder are checked before TensorFlow is imported;
     unreadable images are listed on stderr and left out.
@@ -433,7 +435,7 @@ def evaluate(model: str, folder: str, split: str | None = None, threshold: float
 
 def shortcuts(model: str, folder: str, split: str | None = None, limit: int | None = None, seed: int = 0,
               as_json: bool = False) -> int:
-    """``shortcuts``: the lesion-preserving battery on a labelled folder (:mod:`kd_utils.shortcuts`)."""
+    """``shortcuts``: the lesion-preserving battery on a labelled folder (:mod:`kd_utils.tools.shortcuts`)."""
     from . import shortcuts as battery
 
     runner = _folder_runner(model, folder, split)
@@ -453,7 +455,7 @@ def shortcuts(model: str, folder: str, split: str | None = None, limit: int | No
 
 def download_data(source: str, out: str | None, limit: int | None, force: bool) -> int:
     """``download``: fetch, then say where and how many; 1 when the counts differ."""
-    from .download import download
+    from ..experiments.download import download
 
     options = {"limit": limit} if limit is not None else {}
     result = download(source, out, force=force, **options)

@@ -1,6 +1,6 @@
 """Deployment: one runner for ``.keras`` and ``.tflite`` files, prediction on image files.
 
-The TFLite export itself is :mod:`kd_utils.tflite_export`.
+The TFLite export itself is :mod:`kd_utils.tools.tflite_export`.
 
 Running (:func:`load_model`): ``.keras`` files run in Keras, ``.tflite`` files
 in the LiteRT interpreter (``ai_edge_litert``); both give float logits
@@ -35,7 +35,7 @@ from typing import Iterable
 
 import numpy as np
 
-from . import batches, data, images
+from .. import batches, data, images
 
 CLASS_NAMES = data.CLASS_NAMES  # ("benign", "malignant"): the model's outputs 0 and 1
 
@@ -53,7 +53,7 @@ DISCLAIMER = (
 def keras_model(model):
     import keras
 
-    from . import models  # noqa: F401  (registers Preprocess for loading)
+    from .. import models  # noqa: F401  (registers Preprocess for loading)
 
     if isinstance(model, keras.Model):
         _check_keras_outputs(model)
@@ -79,7 +79,7 @@ def _load_keras(path: Path):
 
     import keras
 
-    from . import models  # noqa: F401  (registers Preprocess for loading)
+    from .. import models  # noqa: F401  (registers Preprocess for loading)
 
     if not zipfile.is_zipfile(path):  # Keras would say "File not found" for a file that exists
         raise _damaged(path, "not a .keras zip archive: truncated, or another format")
@@ -322,7 +322,7 @@ def compare_on_split(keras_model_path, tflite_paths, manifest, split: str = "tes
     """
     import pandas as pd
 
-    from . import evaluation
+    from .. import evaluation
 
     reference = _runner(keras_model_path)
     runners = [reference, *(_runner(p) for p in ([tflite_paths] if isinstance(tflite_paths, (str, Path)) else tflite_paths))]
@@ -467,7 +467,7 @@ def predict_paths(paths_or_dirs, model, batch_size: int = 32, threshold: float =
     least ``threshold``. A file that cannot be read gets an ``error`` entry;
     the others still run. Results follow :func:`expand_paths`' order.
     """
-    from . import evaluation
+    from .. import evaluation
 
     runner = _runner(model)
     results = [ImageResult(str(p)) for p in expand_paths(paths_or_dirs)]

@@ -10,7 +10,7 @@ images called malignant, each of the first four with a percentile bootstrap
 interval over the images.
 
 Images are found, read and predicted exactly as ``predict`` does
-(:func:`kd_utils.deploy.expand_paths`, :func:`kd_utils.deploy.predict_paths`:
+(:func:`kd_utils.tools.deploy.expand_paths`, :func:`kd_utils.tools.deploy.predict_paths`:
 the training pipeline's reader, softmax of the two logits, malignant when
 the probability is at least the threshold); a file that cannot be read is
 reported and left out. A folder that cannot be scored (missing, no class
@@ -29,8 +29,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import data, deploy, stats
-from .sources import class_dirs
+from .. import data, stats
+from . import deploy
+from ..sources import class_dirs
 
 SPLITS = ("train", "test")
 METRICS = ("accuracy", "auc", "sensitivity", "specificity")
@@ -110,7 +111,7 @@ def binary_metrics(labels, p_malignant, threshold: float = 0.5, *, n_resamples: 
     specificity use the resamples that hold both classes (counted in
     ``bootstrap.two_class_resamples``). DataError when one class is absent.
     """
-    from . import evaluation  # imports Keras
+    from .. import evaluation  # imports Keras
 
     labels, p = stats._check_binary(labels, p_malignant)
     counts = np.bincount(labels, minlength=2)
@@ -211,7 +212,7 @@ class FolderEvaluation:
 def evaluate_folder(model, folder, *, split: str | None = None, threshold: float = 0.5, n_resamples: int = 2000,
                     confidence: float = 0.95, seed: int = 0, batch_size: int = 32) -> FolderEvaluation:
     """Score ``model`` (a ``.keras`` / ``.tflite`` path, a runner from
-    :func:`kd_utils.deploy.load_model` or a keras.Model) on a labelled folder.
+    :func:`kd_utils.tools.deploy.load_model` or a keras.Model) on a labelled folder.
 
     See :func:`labelled_images` for the layouts and ``split``, and
     :func:`binary_metrics` for the metrics. Unreadable files are listed in
