@@ -4,13 +4,13 @@ A run (the teacher, or one student at one setting and seed) is identified by
 its **key** (:func:`run_key`): a hash of everything that decides its result -
 its configuration, the key of the teacher run it distils from and the
 content hash of the data manifest. Its folder is derived from the key
-(:mod:`kd_utils.pipeline` names it), and holds:
+(:mod:`kd_utils.experiments.pipeline` names it), and holds:
 
 * ``config.json``   - what the key was computed from, for people to read;
 * ``lock.json``     - the one process writing the run (:class:`~kd_utils.storage.RunLock`);
 * ``state/``        - after every epoch: the best model so far
   (``best-e<epoch>.keras``), ``progress.json`` (history, epoch times, best
-  epoch, micro-batches when the batch did not fit, see :mod:`kd_utils.memory`,
+  epoch, micro-batches when the batch did not fit, see :mod:`kd_utils.experiments.memory`,
   and the sha256 of the state files, checked before a resume uses them)
   and, except after the last epoch (nothing is left to resume then), the
   trained model's variables and the optimizer's (``state-<epoch>.npz``).
@@ -314,7 +314,8 @@ class _SaveEachEpoch(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         done = len(self.progress["history"])
-        if self.model.stop_training and 0 < done < self.epochs:  # a callback (EarlyStopping) ended the run
+        # A callback (EarlyStopping) ended the run; the profile's patience has saved it already.
+        if self.model.stop_training and 0 < done < self.epochs and self.progress["stopped_after"] != done:
             self.progress["stopped_after"] = done
             storage.write_json(self.state_dir / PROGRESS_FILE, self.progress)
 
@@ -359,7 +360,7 @@ def fit(model: keras.Model, train_ds, val_ds, epochs: int, run_dir, *, seed: int
     ``train_seconds``, ``epoch_seconds``, ``best_epoch``,
     ``best_val_accuracy`` and ``history`` (every epoch, resumed ones too).
     ``batching`` (micro-batches with gradient accumulation, see
-    :mod:`kd_utils.memory`) is kept with the progress: saved state is only
+    :mod:`kd_utils.experiments.memory`) is kept with the progress: saved state is only
     resumed with the same. A resumed run whose callbacks hold state of their
     own (EarlyStopping's patience count) starts them afresh; ``patience``
     (epochs without a better validation accuracy after which the run stops,
