@@ -22,7 +22,9 @@ Six profiles share one code path and differ only in scale:
 scale, on stand-ins made locally: its code path (224 px, every backbone's
 weights loaded from a file, a folder data source) without a download.
 
-Environment variables (read when a profile is resolved, never at import):
+Environment variables, read when a profile is resolved, never at import
+(how ``auto`` chooses a profile for a notebook or ``reproduce`` is
+:mod:`kd_utils.experiments.notebook`):
 
 * ``KD_PROFILE``   - default profile name (``paper``, ``colab``, ``kaggle-cpu``,
   ``cpu``, ``smoke`` or ``paper-dry-run``).
@@ -470,91 +472,6 @@ def get_profile(name: str | None = None, **overrides) -> Profile:
 KAGGLE_HANDLE = "hasnainjaved/melanoma-skin-cancer-dataset-of-10000-images"
 #: Its folder under the data dir, as ``python -m kd_utils download`` lays it out.
 KAGGLE_FOLDER = "melanoma_cancer_dataset"
-
-#: Where the Kaggle dataset is downloaded from: :func:`auto_profile` asks
-#: whether this host answers before it plans a run on data not yet on disk.
-KAGGLE_HOST = "www.kaggle.com"
-
-
-def kaggle_reachable(timeout: float = 3.0) -> bool:
-    """Whether a connection to :data:`KAGGLE_HOST` opens within ``timeout`` s."""
-    import socket
-
-    try:
-        socket.create_connection((KAGGLE_HOST, 443), timeout=timeout).close()
-    except OSError:
-        return False
-    return True
-
-
-def has_gpu() -> bool:
-    """Whether TensorFlow sees a GPU."""
-    import tensorflow as tf
-
-    return bool(tf.config.list_physical_devices("GPU"))
-
-
-def auto_profile() -> tuple[str, str]:
-    """``(profile name, reason)``, as the command line and the notebooks
-    (``PROFILE = "auto"``) choose:
-
-    * ``$KD_PROFILE`` when set;
-    * a GPU: ``paper``, on the real images; when they are missing, notebook
-      01 (or ``reproduce``) downloads them, and a failed download stops with
-      its reason - a GPU never trains on generated images;
-    * no GPU: ``kaggle-cpu`` when the real images are on disk or Kaggle
-      answers (they are then downloaded);
-    * generated images (``cpu``) only when neither, and the reason says so.
-    """
-    if os.environ.get("KD_PROFILE"):
-        return os.environ["KD_PROFILE"], "set by KD_PROFILE"
-    kaggle = paths.data_dir() / KAGGLE_FOLDER
-    here = kaggle.is_dir()
-    if has_gpu():
-        where = f"the Kaggle images in {kaggle}" if here else f"the Kaggle images, downloaded to {kaggle}"
-        return "paper", f"a GPU: the paper's profile on {where}"
-    if here:
-        return REAL_CPU, f"no GPU: the Kaggle images in {kaggle}, small and from scratch"
-    if kaggle_reachable():
-        return REAL_CPU, f"no GPU: the Kaggle images, downloaded to {kaggle}, small and from scratch"
-    return "cpu", (f"no GPU, no real images in {kaggle} and Kaggle cannot be reached: GENERATED images, "
-                   "not real lesions (every table says 'data synthetic'; see data/README.md to get the real ones)")
-
-
-def _names(value: str | tuple) -> tuple[str, ...]:
-    """``"a, b"`` or ``("a", "b")`` as a tuple of stripped, non-empty strings."""
-    parts = value.split(",") if isinstance(value, str) else value
-    return tuple(str(p).strip() for p in parts if str(p).strip())
-
-
-def notebook_profile(name: str | None = "auto", seeds: str | tuple = "", mixed_precision: bool = False,
-                     jit: bool = False, students: str | tuple = "") -> Profile:
-    """The profile a notebook's parameters cell asks for: ``"auto"`` (or None)
-    chooses as :func:`auto_profile` and prints why; ``seeds`` ("10,11" or a
-    tuple; empty: the profile's), ``mixed_precision``, ``jit`` (XLA) and
-    ``students`` (large students of Table 2, "MobileNet,EfficientNetB0" or a
-    tuple; empty: ``$KD_SEEDS`` / ``$KD_STUDENTS`` if set, else the profile's)
-    override the profile. Overrides are printed."""
-    seeds = seeds or os.environ.get("KD_SEEDS", "")
-    students = students or os.environ.get("KD_STUDENTS", "")
-    if name in (None, "", "auto"):
-        name, why = auto_profile()
-        print(f"profile {name}: {why}")
-    overrides = {}
-    if seeds:
-        overrides["seeds"] = tuple(int(s) for s in _names(seeds))
-    if mixed_precision:
-        overrides["mixed_precision"] = True
-    if jit:
-        overrides["jit_compile"] = True
-    if students:
-        overrides["students"] = _names(students)
-    profile = get_profile(name, **overrides)
-    if overrides:
-        shown = {k: ", ".join(map(str, v)) if isinstance(v, tuple) else "on" for k, v in overrides.items()}
-        print(f"profile {profile.name} with " + "; ".join(f"{k} {v}" for k, v in shown.items()))
-    return profile
-
 
 def cpu_description() -> str:
     """``CPU (<n> cores, <machine>)``: where a process runs when no accelerator is found."""

@@ -3,6 +3,7 @@ import os
 import pytest
 
 from kd_utils import config, paths
+from kd_utils.experiments import notebook
 
 
 def test_paper_profile_holds_the_papers_settings():
@@ -53,53 +54,53 @@ def test_colab_is_paper_with_exactly_the_documented_changes():
 
 
 def test_notebook_parameters_override_jit_and_students(capsys):
-    profile = config.notebook_profile("smoke", "", False, True, "EfficientNetB0")
+    profile = notebook.notebook_profile("smoke", "", False, True, "EfficientNetB0")
     assert profile.jit_compile is True and profile.students == ("EfficientNetB0",)
     assert "jit_compile on; students EfficientNetB0" in capsys.readouterr().out
-    profile = config.notebook_profile("cpu", (), False, False, ("MobileNet", " EfficientNetB0"))
+    profile = notebook.notebook_profile("cpu", (), False, False, ("MobileNet", " EfficientNetB0"))
     assert profile.students == ("MobileNet", "EfficientNetB0") and profile.jit_compile is False
-    assert config.notebook_profile("paper").students == config.PRETRAINED_STUDENTS
+    assert notebook.notebook_profile("paper").students == config.PRETRAINED_STUDENTS
     with pytest.raises(ValueError, match="EfficientNetB0 among them"):
-        config.notebook_profile("cpu", students="MobileNet")
+        notebook.notebook_profile("cpu", students="MobileNet")
 
 
 def test_empty_seeds_and_students_parameters_fall_back_to_the_environment(monkeypatch, capsys):
     monkeypatch.setenv("KD_SEEDS", "12")
     monkeypatch.setenv("KD_STUDENTS", "EfficientNetB0")
-    profile = config.notebook_profile("smoke")
+    profile = notebook.notebook_profile("smoke")
     assert profile.seeds == (12,) and profile.students == ("EfficientNetB0",)
     assert "seeds 12; students EfficientNetB0" in capsys.readouterr().out
     # A notebook's own parameters win over the environment.
-    assert config.notebook_profile("smoke", "10,11", students="MobileNet,EfficientNetB0").seeds == (10, 11)
+    assert notebook.notebook_profile("smoke", "10,11", students="MobileNet,EfficientNetB0").seeds == (10, 11)
     monkeypatch.setenv("KD_STUDENTS", "MobileNet")
     with pytest.raises(ValueError, match="EfficientNetB0 among them"):
-        config.notebook_profile("smoke")
+        notebook.notebook_profile("smoke")
     monkeypatch.delenv("KD_SEEDS")
     monkeypatch.delenv("KD_STUDENTS")
-    assert config.notebook_profile("smoke").seeds == config.get_profile("smoke").seeds
+    assert notebook.notebook_profile("smoke").seeds == config.get_profile("smoke").seeds
 
 
 def _machine(monkeypatch, gpu: bool, reachable: bool):
     """Fake what auto_profile looks at: a GPU, and whether Kaggle answers."""
-    monkeypatch.setattr(config, "has_gpu", lambda: gpu)
-    monkeypatch.setattr(config, "kaggle_reachable", lambda timeout=3.0: reachable)
+    monkeypatch.setattr(notebook, "has_gpu", lambda: gpu)
+    monkeypatch.setattr(notebook, "kaggle_reachable", lambda timeout=3.0: reachable)
 
 
 @pytest.mark.parametrize("reachable", [False, True])
 def test_auto_on_a_gpu_without_data_is_the_paper_profile_never_generated_images(monkeypatch, reachable):
     _machine(monkeypatch, gpu=True, reachable=reachable)
-    name, why = config.auto_profile()
+    name, why = notebook.auto_profile()
     assert name == "paper" and "downloaded to" in why
     assert config.get_profile(name).data_source == "folder"
 
 
 def test_auto_without_a_gpu_takes_the_real_images_when_present_or_downloadable(monkeypatch):
     _machine(monkeypatch, gpu=False, reachable=True)
-    name, why = config.auto_profile()
+    name, why = notebook.auto_profile()
     assert name == "kaggle-cpu" and "downloaded to" in why
     _machine(monkeypatch, gpu=False, reachable=False)
     (paths.data_dir() / "melanoma_cancer_dataset").mkdir(parents=True)
-    name, why = config.auto_profile()
+    name, why = notebook.auto_profile()
     assert name == "kaggle-cpu" and "in " + str(paths.data_dir() / "melanoma_cancer_dataset") in why
     profile = config.get_profile(name)
     assert profile.data_source == "folder" and profile.weights is None and profile.split == "pooled"
@@ -107,19 +108,19 @@ def test_auto_without_a_gpu_takes_the_real_images_when_present_or_downloadable(m
 
 def test_auto_falls_back_to_generated_images_only_without_gpu_data_or_network(monkeypatch, capsys):
     _machine(monkeypatch, gpu=False, reachable=False)
-    name, why = config.auto_profile()
+    name, why = notebook.auto_profile()
     assert name == "cpu" and "GENERATED images" in why and config.get_profile(name).data_source == "synthetic"
-    assert config.notebook_profile("auto").name == "cpu"
+    assert notebook.notebook_profile("auto").name == "cpu"
     assert "profile cpu: no GPU, no real images" in capsys.readouterr().out
     monkeypatch.setenv("KD_PROFILE", "smoke")  # an explicit choice wins over the machine
-    assert config.auto_profile() == ("smoke", "set by KD_PROFILE")
+    assert notebook.auto_profile() == ("smoke", "set by KD_PROFILE")
 
 
 def test_a_failed_download_on_a_gpu_stops_in_one_line_and_falls_back_to_nothing(monkeypatch):
     from kd_utils.experiments import download
 
     _machine(monkeypatch, gpu=True, reachable=False)
-    profile = config.get_profile(config.auto_profile()[0])
+    profile = config.get_profile(notebook.auto_profile()[0])
 
     class Offline:
         @staticmethod
@@ -148,8 +149,6 @@ def test_the_notebook_setup_on_colab_and_elsewhere(monkeypatch, capsys):
     holds artifacts and results; elsewhere nothing changes but a line about Drive."""
     import sys
     import types
-
-    from kd_utils.experiments import notebook
 
     mounted = []
     drive = types.SimpleNamespace(mount=mounted.append)

@@ -13,7 +13,7 @@ from PIL import Image
 from kd_utils import __main__ as cli
 from kd_utils.tools import commands
 from kd_utils import config, data, paths
-from kd_utils.experiments import download
+from kd_utils.experiments import download, notebook
 
 from cli_child import run_cli_cases
 
@@ -200,8 +200,8 @@ def test_reproduce_on_a_gpu_without_the_images_stops_in_one_line_when_the_downlo
     fails, and reproduce stops before any notebook with the reason (exit 2)."""
     from kd_utils import __main__ as cli
 
-    monkeypatch.setattr(config, "has_gpu", lambda: True)
-    monkeypatch.setattr(config, "kaggle_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(notebook, "has_gpu", lambda: True)
+    monkeypatch.setattr(notebook, "kaggle_reachable", lambda timeout=3.0: False)
 
     class Offline:
         @staticmethod

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from kd_utils import config, models, paths
-from kd_utils.experiments import dry_run
+from kd_utils.experiments import dry_run, notebook
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -38,7 +38,7 @@ def test_dry_run_profile_is_paper_but_for_scale_and_stand_ins(tmp_path, monkeypa
     # Its folders follow KD_DATA_DIR when the profile is asked for, not when kd_utils was imported.
     assert Path(dry.weights) == tmp_path / "d" / "paper-dry-run" / "weights"
     assert Path(dry.data_root) == tmp_path / "d" / "paper-dry-run" / "images"
-    assert config.notebook_profile("paper-dry-run", "11").seeds == (11,)
+    assert notebook.notebook_profile("paper-dry-run", "11").seeds == (11,)
     # The paper profile itself is untouched.
     assert paper.weights == "imagenet" and paper.data_root is None and not paper.stand_ins
 

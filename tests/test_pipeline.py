@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from kd_utils import config, models, reporting
-from kd_utils.experiments import choices, pipeline, runs
+from kd_utils.experiments import choices, notebook, pipeline, runs
 
 
 @pytest.fixture(scope="module")
@@ -206,12 +206,12 @@ def test_mixed_precision_scope_trains_in_float16_and_restores_the_policy():
 
 def test_notebook_parameters_choose_the_profile_and_override_seeds(monkeypatch, capsys):
     monkeypatch.setenv("KD_PROFILE", "smoke")
-    profile = config.notebook_profile("auto", "10, 12", True)
+    profile = notebook.notebook_profile("auto", "10, 12", True)
     assert profile.name == "smoke" and profile.seeds == (10, 12) and profile.mixed_precision is True
     assert "profile smoke: set by KD_PROFILE" in capsys.readouterr().out
-    assert config.notebook_profile("cpu").seeds == config.get_profile("cpu").seeds
+    assert notebook.notebook_profile("cpu").seeds == config.get_profile("cpu").seeds
     with pytest.raises(ValueError, match="Unknown profile 'bogus'"):
-        config.notebook_profile("bogus")
+        notebook.notebook_profile("bogus")
 
 
 def test_a_later_notebook_alone_makes_the_choice_it_needs(tiny, artifacts, capsys):

@@ -165,7 +165,7 @@ def _execute(papermill, book: Path, out: str, **options) -> None:
 def reproduce(profile_name: str | None, only: list[str] | None = None, seeds: list[int] | None = None,
               mixed_precision: bool = False, jit: bool = False, students: list[str] | None = None,
               shard: str | None = None) -> int:
-    from .. import config
+    from ..experiments import notebook
 
     books = select_notebooks(only)
     import papermill
@@ -176,9 +176,9 @@ def reproduce(profile_name: str | None, only: list[str] | None = None, seeds: li
               "shards' (artifacts folder shared); the tables are made once every run is there.")
 
     if profile_name is None:
-        profile_name, why = config.auto_profile()
+        profile_name, why = notebook.auto_profile()
         print(f"Profile {profile_name}: {why}.")
-    profile = config.notebook_profile(profile_name, tuple(seeds or ()), mixed_precision, jit, tuple(students or ()))
+    profile = notebook.notebook_profile(profile_name, tuple(seeds or ()), mixed_precision, jit, tuple(students or ()))
     if profile.stand_ins:
         print(f"Dry run of the paper profile on stand-ins ({profile.image_size} px, weights files in {profile.weights}, "
               f"images in {profile.data_root}): it checks the code path, its numbers mean nothing.", flush=True)
