@@ -263,14 +263,12 @@ def _run(args) -> int:
 
         run(args.out, runs=args.runs, quick=args.quick)
         return EXIT_OK
-    from .experiments.pipeline import quickstart
-
     overrides = {}
     if args.teacher_epochs is not None:
         overrides["teacher_epochs"] = args.teacher_epochs
     if args.student_epochs is not None:
         overrides["student_epochs"] = args.student_epochs
-    quickstart(args.profile, **overrides)
+    commands.quickstart(args.profile, **overrides)
     return EXIT_OK
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from kd_utils import batches, config, data, evaluation, models, training
 from kd_utils.experiments import pipeline
+from kd_utils.tools import commands
 from kd_utils.distillation import Distiller
 
 
@@ -45,14 +46,14 @@ def test_distilled_dsnet_beats_chance_clearly(synthetic_manifest, tmp_path):
 
 @pytest.mark.slow
 def test_quickstart_smoke_profile_end_to_end(capsys):
-    result = pipeline.quickstart("smoke")
+    result = commands.quickstart("smoke")
     out = capsys.readouterr().out
     assert "Teacher ResNet50" in out and "DSNet (KD, T=10)" in out
     assert result["teacher"]["test"]["params"]["trainable"] == models.count_params(models.build_teacher(75, None))["trainable"]
     assert result["dsnet"]["loss"]["temperature"] == 10.0 and result["dsnet"]["loss"]["scale_by_t2"] is False
     assert 0.0 <= result["dsnet"]["test"]["accuracy"] <= 1.0
     # A second run with the same configuration is skipped and returns the stored records.
-    again = pipeline.quickstart("smoke")
+    again = commands.quickstart("smoke")
     assert again["dsnet"]["test"] == result["dsnet"]["test"]
     assert again["teacher"]["train_seconds"] == result["teacher"]["train_seconds"]
 

@@ -114,8 +114,8 @@ def test_a_shard_waits_for_the_other_shards_runs(sweep_setup, monkeypatch, capsy
         temperature, seed = others.pop(0)  # the other session finishes one more run
         pipeline.distill_student(s.profile, s.manifest, s.teacher, temperature=temperature, seed=seed, verbose=0)
 
-    monkeypatch.setattr(pipeline, "time", types.SimpleNamespace(perf_counter=time.perf_counter,
-                                                                 monotonic=time.monotonic, sleep=sleep))
+    monkeypatch.setattr(shard, "time", types.SimpleNamespace(perf_counter=time.perf_counter,
+                                                              monotonic=time.monotonic, sleep=sleep))
     records = s.sweep("1/2")
     assert others == [] and sleeps == [30.0, 30.0]  # one wait per temperature
     assert {t: [r["config"]["seed"] for r in runs] for t, runs in records.items()} == {2.0: [1, 2], 4.0: [1, 2]}

@@ -406,37 +406,9 @@ def repeat(profile, manifest, teacher, student="DSNet", *, seeds=None, verbose=0
     for s, mine in zip(seeds, owned):
         if mine or training.load_finished(runs[s][1], runs[s][0]) is not None:
             run(s)
-    _wait_for_other_shards(sharded, {s: runs[s] for s in seeds if s not in records}, run)
+    shard.wait_for(sharded, {s: runs[s] for s in seeds if s not in records}, run,
+                   finished=lambda key, folder: training.load_finished(folder, key) is not None)
     return [records[s] for s in seeds]
-
-
-def _wait_for_other_shards(sharded, pending: dict, load, poll_s: float = 30.0) -> None:
-    """Load each pending run (``{seed: (key, folder)}``) once another shard has
-    finished it; :class:`~kd_utils.experiments.shard.ShardPending` when ``KD_SHARD_WAIT`` runs out."""
-    if not pending:
-        return
-    wait = shard.wait_seconds()
-    start = last_note = time.monotonic()
-    print(f"shard {sharded}: waiting up to {wait / 3600:.1f} h for {len(pending)} run(s) of other shards "
-          f"({', '.join(folder.name for _, folder in pending.values())}).", flush=True)
-    while True:
-        for seed, (key, folder) in list(pending.items()):
-            if training.load_finished(folder, key) is not None:
-                load(seed)
-                del pending[seed]
-        if not pending:
-            return
-        waited = time.monotonic() - start
-        if waited >= wait:
-            raise shard.ShardPending(
-                f"{len(pending)} run(s) left to other shards after waiting {waited / 60:.0f} min "
-                f"({', '.join(folder.name for _, folder in pending.values())}): run again once they are done "
-                f"(KD_SHARD_WAIT sets the wait), or without --shard / KD_SHARD to train them here and "
-                "assemble the tables.")
-        if time.monotonic() - last_note >= 600:
-            last_note = time.monotonic()
-            print(f"shard {sharded}: still waiting for {len(pending)} run(s) ({waited / 60:.0f} min).", flush=True)
-        time.sleep(min(poll_s, max(wait - waited, 0.0)))
 
 
 def summary_line(name: str, record: dict) -> str:
@@ -449,25 +421,6 @@ def summary_line(name: str, record: dict) -> str:
         f"params {test['params']['trainable']:,}  train {record['train_seconds']:.0f}s  "
         f"predict {test['prediction_seconds']:.2f}s"
     )
-
-
-def quickstart(profile_name: str | None = None, **overrides) -> dict:
-    """Data -> teacher -> distilled DSNet on the profile; prints the test metrics."""
-    profile = config.get_profile(profile_name, **overrides)
-    start = time.perf_counter()
-    print(f"Profile {profile.name}: {profile.data_source} data at {profile.image_size}px, "
-          f"weights={profile.weights}, teacher {profile.teacher_epochs} / student {profile.student_epochs} epochs")
-    manifest = prepare_data(profile)
-    print(f"Data ({manifest.source}, {manifest.info['root']}):\n{manifest.counts()}")
-    excluded = (manifest.report.status == "excluded").sum()
-    print(f"Validation report: {len(manifest.report)} entries, {excluded} excluded")
-    teacher, teacher_record = train_teacher(profile, manifest)
-    student, student_record = distill_student(profile, manifest, teacher)
-    print("\nTest split (" + f"{manifest.counts().loc['test', 'total']} images):")
-    print(summary_line("Teacher ResNet50", teacher_record))
-    print(summary_line(f"DSNet (KD, T={profile.temperature:g})", student_record))
-    print(f"Artifacts: {paths.artifacts_dir(profile)}   total {time.perf_counter() - start:.0f}s")
-    return {"teacher": teacher_record, "dsnet": student_record}
 
 
 class MissingStepError(FileNotFoundError):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from dataclasses import dataclass
 
 ENV = "KD_SHARD"
@@ -87,3 +88,33 @@ def assign(keys, count: int) -> list[int]:
     keys = [str(k) for k in keys]
     offset = int(hashlib.sha256("\n".join(keys).encode()).hexdigest()[:8], 16)
     return [(position + offset) % int(count) for position in range(len(keys))]
+
+
+def wait_for(sharded, pending: dict, load, finished, poll_s: float = 30.0) -> None:
+    """Call ``load(seed)`` for each pending run (``{seed: (key, folder)}``) once
+    ``finished(key, folder)`` says another shard has finished it;
+    :class:`ShardPending` when ``KD_SHARD_WAIT`` runs out."""
+    if not pending:
+        return
+    wait = wait_seconds()
+    start = last_note = time.monotonic()
+    print(f"shard {sharded}: waiting up to {wait / 3600:.1f} h for {len(pending)} run(s) of other shards "
+          f"({', '.join(folder.name for _, folder in pending.values())}).", flush=True)
+    while True:
+        for seed, (key, folder) in list(pending.items()):
+            if finished(key, folder):
+                load(seed)
+                del pending[seed]
+        if not pending:
+            return
+        waited = time.monotonic() - start
+        if waited >= wait:
+            raise ShardPending(
+                f"{len(pending)} run(s) left to other shards after waiting {waited / 60:.0f} min "
+                f"({', '.join(folder.name for _, folder in pending.values())}): run again once they are done "
+                f"(KD_SHARD_WAIT sets the wait), or without --shard / KD_SHARD to train them here and "
+                "assemble the tables.")
+        if time.monotonic() - last_note >= 600:
+            last_note = time.monotonic()
+            print(f"shard {sharded}: still waiting for {len(pending)} run(s) ({waited / 60:.0f} min).", flush=True)
+        time.sleep(min(poll_s, max(wait - waited, 0.0)))

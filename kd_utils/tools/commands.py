@@ -464,3 +464,25 @@ def download_data(source: str, out: str | None, limit: int | None, force: bool) 
         print(f"error: {'; '.join(result.problems)} (see above)", file=sys.stderr)
         return EXIT_SOME_FAILED
     return EXIT_OK
+
+
+def quickstart(profile_name: str | None = None, **overrides) -> dict:
+    """Data -> teacher -> distilled DSNet on the profile; prints the test metrics."""
+    from .. import config, paths
+    from ..experiments.pipeline import distill_student, prepare_data, summary_line, train_teacher
+
+    profile = config.get_profile(profile_name, **overrides)
+    start = time.perf_counter()
+    print(f"Profile {profile.name}: {profile.data_source} data at {profile.image_size}px, "
+          f"weights={profile.weights}, teacher {profile.teacher_epochs} / student {profile.student_epochs} epochs")
+    manifest = prepare_data(profile)
+    print(f"Data ({manifest.source}, {manifest.info['root']}):\n{manifest.counts()}")
+    excluded = (manifest.report.status == "excluded").sum()
+    print(f"Validation report: {len(manifest.report)} entries, {excluded} excluded")
+    teacher, teacher_record = train_teacher(profile, manifest)
+    student, student_record = distill_student(profile, manifest, teacher)
+    print("\nTest split (" + f"{manifest.counts().loc['test', 'total']} images):")
+    print(summary_line("Teacher ResNet50", teacher_record))
+    print(summary_line(f"DSNet (KD, T={profile.temperature:g})", student_record))
+    print(f"Artifacts: {paths.artifacts_dir(profile)}   total {time.perf_counter() - start:.0f}s")
+    return {"teacher": teacher_record, "dsnet": student_record}
