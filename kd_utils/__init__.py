@@ -11,7 +11,8 @@ the map):
   students), ``distillation`` (the Distiller), ``training`` (one run,
   resumable), ``sources`` / ``images`` / ``data`` (files -> a validated
   manifest), ``batches`` (manifest -> tf.data), ``evaluation``, ``stats``,
-  ``reporting``, ``plots``, with ``config`` (profiles), ``paths``,
+  ``reporting``, ``plots``, ``paper`` (the paper's own numbers), with
+  ``config`` (profiles), ``paths``,
   ``storage`` and ``synthetic`` (generated images);
 * ``kd_utils.experiments``, running the paper's steps: ``pipeline``,
   ``runs``, ``choices``, ``memory``, ``shard``, ``notebook``, ``download``,

@@ -3,7 +3,7 @@ import math
 import pandas as pd
 import pytest
 
-from kd_utils import reporting
+from kd_utils import paper, reporting
 
 
 def record(val, test):
@@ -11,7 +11,7 @@ def record(val, test):
 
 
 def test_sweep_table_puts_ours_beside_the_paper():
-    table = reporting.sweep_table({1.0: record(0.6, 0.7), 10.0: record(0.8, 0.9)}, reporting.PAPER_TABLE1, "T")
+    table = reporting.sweep_table({1.0: record(0.6, 0.7), 10.0: record(0.8, 0.9)}, paper.TABLE1, "T")
     assert table.index.name == "T" and list(table.index) == [1.0, 10.0]
     row = table.loc[10.0]
     assert [row["val accuracy"], row["test accuracy"], row["paper (test)"], row["difference"]] == pytest.approx(
@@ -23,7 +23,7 @@ def test_sweep_table_puts_ours_beside_the_paper():
 
 def test_sweep_table_averages_the_seeds_of_each_setting():
     table = reporting.sweep_table({10.0: [record(0.8, 0.90), record(0.7, 0.86), record(0.9, 0.88)]},
-                                  reporting.PAPER_TABLE1, "T")
+                                  paper.TABLE1, "T")
     row = table.loc[10.0]
     assert row["val accuracy"] == pytest.approx(0.8)
     assert row["test accuracy"] == pytest.approx(0.88)
@@ -34,12 +34,12 @@ def test_sweep_table_averages_the_seeds_of_each_setting():
 
 def test_beside_paper_joins_per_class_rows():
     ours = pd.DataFrame({"precision": [0.5]}, index=pd.MultiIndex.from_tuples([("DSNet", "benign")], names=["model", "class"]))
-    table = reporting.beside_paper(ours, reporting.PAPER_PER_CLASS)
+    table = reporting.beside_paper(ours, paper.PER_CLASS)
     assert table.loc[("DSNet", "benign")].tolist() == [0.5, 0.88, 0.97, 0.92]
 
 
 def test_written_tables_carry_their_title(tmp_path):
-    table = reporting.sweep_table({64: record(0.8, 0.85)}, reporting.PAPER_TABLE6, "batch size")
+    table = reporting.sweep_table({64: record(0.8, 0.85)}, paper.TABLE6, "batch size")
     md = reporting.write_table(table, tmp_path, "table6", "Table 6 (profile cpu)")
     assert md.read_text().startswith("### Table 6 (profile cpu)")
     row = [line for line in md.read_text().splitlines() if line.startswith("|           64")][0]
@@ -63,7 +63,7 @@ def test_per_class_mean_and_sd_over_runs():
 def test_table1_puts_both_loss_forms_side_by_side():
     by_form = {"paper eq. (5)": {3.0: [record(0.70, 0.80), record(0.72, 0.84)], 10.0: [record(0.75, 0.90)]},
                "eq. (5) with T^2": {3.0: [record(0.78, 0.86), record(0.80, 0.88)], 10.0: [record(0.81, 0.92)]}}
-    table = reporting.sweep_forms_table(by_form, reporting.PAPER_TABLE1)
+    table = reporting.sweep_forms_table(by_form, paper.TABLE1)
     assert list(table.index) == [3.0, 10.0] and table.index.name == "T"
     row = table.loc[3.0]
     assert row["val accuracy, paper eq. (5)"] == pytest.approx(0.71)
