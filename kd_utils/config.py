@@ -187,7 +187,8 @@ class Profile:
     def __post_init__(self):
         counts = {"teacher_epochs": self.teacher_epochs, "student_epochs": self.student_epochs,
                   "teacher_pretrain_epochs": self.teacher_pretrain_epochs,
-                  "backbone_student_epochs": self.backbone_student_epochs, "batch_size": self.batch_size}
+                  "backbone_student_epochs": self.backbone_student_epochs, "batch_size": self.batch_size,
+                  "converged_patience": self.converged_patience}
         for field, value in counts.items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{field} must be a whole number of at least 1, got {value!r}.")
@@ -205,11 +206,9 @@ class Profile:
         patience = self.student_patience
         if patience is not None and (not isinstance(patience, int) or isinstance(patience, bool) or patience < 1):
             raise ValueError(f"student_patience must be None or a whole number of at least 1, got {patience!r}.")
-        for field in ("converged_epochs", "converged_patience"):
-            value = getattr(self, field)
-            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if field == "converged_epochs" else 1):
-                raise ValueError(f"{field} must be a whole number of at least "
-                                 f"{0 if field == 'converged_epochs' else 1}, got {value!r}.")
+        epochs = self.converged_epochs
+        if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
+            raise ValueError(f"converged_epochs must be a whole number of at least 0, got {epochs!r}.")
         if self.teacher_bn_momentum is not None and not 0.0 < self.teacher_bn_momentum < 1.0:
             raise ValueError(f"teacher_bn_momentum must lie in (0, 1) or be None, got {self.teacher_bn_momentum!r}.")
         size = self.teacher_image_size
