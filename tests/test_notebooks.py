@@ -53,6 +53,8 @@ def test_notebook_structure(path):
     assert "notebook.start(PROFILE, USE_DRIVE, SEEDS, MIXED_PRECISION, JIT, STUDENTS)" in setup
     assert len(setup.splitlines()) <= 22 and setup == "".join(code_cells(load(NOTEBOOKS[0]))[1]["source"])
     assert nb["metadata"]["accelerator"] == "GPU"
+    ids = [c.get("id") for c in nb["cells"]]  # nbformat 4.5 requires them; a missing one is a warning today
+    assert None not in ids and len(set(ids)) == len(ids), f"{path.name}: a cell without an id, or two alike"
     assert f"colab.research.google.com/github/{paths.REPO_URL.split('github.com/')[1]}/blob/main/notebooks/{path.name}" in "".join(nb["cells"][0]["source"])
     for cell in cells:
         src = "".join(cell["source"])
