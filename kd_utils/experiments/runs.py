@@ -18,7 +18,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from .. import config, data, evaluation, models, paths, reporting, storage, training
+from .. import batches, config, data, evaluation, models, paths, reporting, storage, training
 
 
 TEACHER_CONTROLS = ("uniform", "shuffled")
@@ -173,7 +173,11 @@ def view_config(augment: str | None, profile: config.Profile) -> dict:
     """What a run's configuration (and so its key) says about its views and colour
     constancy: nothing when both are off, so runs without them keep their keys."""
     described = {None: None, "dihedral": TEACHER_AUGMENT, "robust": ROBUST_AUGMENT}[augment]
+    # The robust views' numbers themselves, not only their description: a change to
+    # batches.ROBUST gives new keys, so runs trained on other views are not reused.
+    views = {k: list(v) if isinstance(v, tuple) else v for k, v in batches.ROBUST.items()}
     return {**({"augment": described} if described else {}),
+            **({"views": views} if augment == "robust" else {}),
             **({"color_constancy": COLOR_CONSTANCY} if profile.color_constancy else {})}
 
 
