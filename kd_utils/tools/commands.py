@@ -468,7 +468,7 @@ def download_data(source: str, out: str | None, limit: int | None, force: bool) 
 
 def quickstart(profile_name: str | None = None, **overrides) -> dict:
     """Data -> teacher -> distilled DSNet on the profile; prints the test metrics."""
-    from .. import config, paths
+    from .. import config
     from ..experiments.pipeline import distill_student, prepare_data, summary_line, train_teacher
 
     profile = config.get_profile(profile_name, **overrides)
