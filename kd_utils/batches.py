@@ -156,10 +156,11 @@ ROBUST = {
     "zoom": (0.75, 4 / 3),        # out (black around the shrunk image) or in, log-uniform, anywhere in the frame
     "field_probability": 0.25,    # a circular dermoscope field: black outside a radius of
     "field_radius": (0.9, 1.3),   # ... this, in half-sides (1: touches the edges' midpoints; 1.41: the corners)
-    "vignette_probability": 0.25,  # corners darkened, radially, by up to
-    "vignette_strength": (0.3, 0.8),
-    "intensity": (0.8, 1.2),      # every pixel times this
-    "contrast": (0.8, 1.2),       # distance from the image's mean times this
+    "vignette_probability": 0.25,  # dark corners as a dermoscope's soft-edged field makes them: untouched
+    "vignette_start": (0.4, 0.8),  # ... within this share of the half-diagonal, then darkening linearly to
+    "vignette_floor": (0.0, 0.5),  # ... this share of the brightness at the corners
+    "intensity": (0.7, 1.3),      # every pixel times this
+    "contrast": (0.7, 1.3),       # distance from the image's mean times this
     "hue": (-0.04, 0.04),         # hue shift, in turns of the colour wheel
 }
 
@@ -178,7 +179,7 @@ def robust_view(image, seed: int, index):
     import tensorflow as tf
 
     image = dihedral(image, seed, index)
-    u = tf.random.stateless_uniform([10], seed=tf.stack([tf.cast(seed, tf.int64) + 7_919_000, tf.cast(index, tf.int64)]))
+    u = tf.random.stateless_uniform([11], seed=tf.stack([tf.cast(seed, tf.int64) + 7_919_000, tf.cast(index, tf.int64)]))
     size = tf.shape(image)[0]
 
     def between(low_high, draw):
@@ -194,8 +195,9 @@ def robust_view(image, seed: int, index):
     axis = (tf.cast(tf.range(size), tf.float32) + 0.5) / tf.cast(size, tf.float32) * 2.0 - 1.0
     radius = tf.sqrt(axis[:, None] ** 2 + axis[None, :] ** 2)  # 1 at the edges' midpoints
     field = tf.where((u[3] < ROBUST["field_probability"]) & (radius > between(ROBUST["field_radius"], u[4])), 0.0, 1.0)
-    darkening = between(ROBUST["vignette_strength"], u[6]) * tf.clip_by_value(radius / np.sqrt(2.0), 0.0, 1.0) ** 2
-    vignette = tf.where(u[5] < ROBUST["vignette_probability"], 1.0 - darkening, 1.0)
+    start, floor = between(ROBUST["vignette_start"], u[6]), between(ROBUST["vignette_floor"], u[10])
+    ramp = tf.clip_by_value((radius / np.sqrt(2.0) - start) / (1.0 - start), 0.0, 1.0)
+    vignette = tf.where(u[5] < ROBUST["vignette_probability"], 1.0 - (1.0 - floor) * ramp, 1.0)
     x = x * (field * vignette)[..., None] * between(ROBUST["intensity"], u[7])
     mean = tf.reduce_mean(x)
     x = (x - mean) * between(ROBUST["contrast"], u[8]) + mean

@@ -404,6 +404,23 @@ def test_robust_views_keep_size_and_dtype_and_are_drawn_reproducibly():
     assert np.mean([not np.array_equal(v, image.numpy()) for v in views]) > 0.95
 
 
+def test_the_training_vignette_keeps_the_centre_and_darkens_the_corners(monkeypatch):
+    """Like a dermoscope's soft-edged field: pixels within ``vignette_start`` of
+    the half-diagonal untouched, the corners at ``vignette_floor`` or darker."""
+    import tensorflow as tf
+
+    only_the_vignette = {"zoom": (1.0, 1.0), "field_probability": 0.0, "vignette_probability": 1.0,
+                         "vignette_start": (0.5, 0.5), "vignette_floor": (0.2, 0.2),
+                         "intensity": (1.0, 1.0), "contrast": (1.0, 1.0), "hue": (0.0, 0.0)}
+    for key, value in only_the_vignette.items():
+        monkeypatch.setitem(batches.ROBUST, key, value)
+    image = np.full((40, 40, 3), 200, np.uint8)
+    view = batches.robust_view(tf.constant(image), 1, 0).numpy()
+    assert np.all(view[14:26, 14:26] == 200)  # within half the half-diagonal of the centre
+    assert view[0, 0, 0] <= 0.25 * 200 and view[0, 0, 0] >= 0.2 * 200 - 1
+    assert view[0, 0, 0] < view[4, 4, 0] < view[0, 20, 0] < 200  # darker towards the corners
+
+
 def test_robust_epochs_are_reproducible_for_exact_resume(tiny_manifest):
     augmented = batches.make_dataset(tiny_manifest, "train", 32, 16, seed=3, per_epoch=True, augment="robust")
     first = np.concatenate([x.numpy() for x, _ in augmented.for_epoch(2)])

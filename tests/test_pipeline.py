@@ -303,10 +303,10 @@ def test_robust_views_and_colour_constancy_are_part_of_the_runs_and_their_keys(t
     assert teacher_config["augment"] == runs.ROBUST_AUGMENT
     assert teacher_config["color_constancy"] == runs.COLOR_CONSTANCY
     assert runs.teacher_run(profile, "m")[0] != runs.teacher_run(plain, "m")[0]
-    assert teacher_config["views"]["vignette_strength"] == list(pipeline.batches.ROBUST["vignette_strength"])
+    assert teacher_config["views"]["vignette_floor"] == list(pipeline.batches.ROBUST["vignette_floor"])
     keys = runs.teacher_run(profile, "m")[0], runs.student_run(profile, "m", "t")[0]
     with pytest.MonkeyPatch.context() as patch:  # other views, other keys: no run of the old views is reused
-        patch.setitem(pipeline.batches.ROBUST, "vignette_strength", (0.5, 0.95))
+        patch.setitem(pipeline.batches.ROBUST, "vignette_floor", (0.1, 0.6))
         other = runs.teacher_run(profile, "m")[0], runs.student_run(profile, "m", "t")[0]
     assert other[0] != keys[0] and other[1] != keys[1]
     teacher, record = pipeline.train_teacher(profile, tiny_manifest, verbose=0)

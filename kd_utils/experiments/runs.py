@@ -156,8 +156,7 @@ def pretraining_data(profile: config.Profile) -> data.Manifest:
 TEACHER_AUGMENT = "dihedral (flips and 90-degree turns), every epoch"
 
 
-ROBUST_AUGMENT = ("robust views (symmetries, zoom 0.75-1.33, black field or dark corners 25% each, "
-                  "intensity/contrast x0.8-1.2, hue +-0.04), every epoch")
+ROBUST_AUGMENT = "robust views (batches.robust_view, the numbers under views), every epoch"
 
 
 #: What a profile with ``color_constancy`` puts first in every model, in its runs' configuration.
