@@ -235,13 +235,24 @@ def _softmax(logits):
 
 
 def write_table(table: pd.DataFrame, folder, name: str, title: str) -> Path:
-    """``<name>.csv`` and ``<name>.md`` (a titled markdown table) in ``folder``."""
+    """``<name>.csv`` and ``<name>.md`` (a titled markdown table) in ``folder``.
+    In the markdown, row labels of several levels (model, class) become one
+    column each and column labels of several levels are joined by ": ", so no
+    header or row reads as a Python tuple."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     table.to_csv(folder / f"{name}.csv")
+    shown = table
+    if isinstance(shown.columns, pd.MultiIndex):
+        shown = shown.set_axis([": ".join(str(part) for part in label) for label in shown.columns], axis=1)
+    several_levels = isinstance(shown.index, pd.MultiIndex)
+    if several_levels:
+        shown = shown.reset_index()
     # counts (seeds, runs) print as integers, everything else with 3 decimals
-    formats = ("g",) + tuple(".0f" if pd.api.types.is_integer_dtype(t) else ".3f" for t in table.dtypes)
-    (folder / f"{name}.md").write_text(f"### {title}\n\n{table.to_markdown(floatfmt=formats)}\n")
+    formats = (() if several_levels else ("g",)) + tuple(
+        ".0f" if pd.api.types.is_integer_dtype(t) else ".3f" for t in shown.dtypes)
+    markdown = shown.to_markdown(index=not several_levels, floatfmt=formats)
+    (folder / f"{name}.md").write_text(f"### {title}\n\n{markdown}\n")
     return folder / f"{name}.md"
 
 

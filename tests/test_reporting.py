@@ -93,3 +93,16 @@ def test_convergence_table_sets_the_teacher_against_each_group_of_runs():
     assert table.loc["converged", "teacher's lead (validation)"] == pytest.approx(0.0)
     assert math.isnan(table.loc["teacher", "teacher's lead (validation)"])
     assert table["runs"].dtype.kind == "i" and table["validation"].dtype.kind == "f"
+
+
+def test_written_tables_show_levels_as_columns_not_tuples(tmp_path):
+    rows = pd.MultiIndex.from_tuples([("teacher", "none"), ("teacher", "frame 90%")], names=["model", "transform"])
+    columns = pd.MultiIndex.from_tuples([("Teacher", "accuracy"), ("Teacher", "seeds")])
+    table = pd.DataFrame([[0.8512, 1], [0.8, 1]], index=rows, columns=columns)
+    md = reporting.write_table(table, tmp_path, "flips", "Flips").read_text()
+    assert "(" not in md and "'" not in md
+    header, _, first, second = md.splitlines()[2:6]
+    assert [c.strip() for c in header.split("|")][1:-1] == ["model", "transform", "Teacher: accuracy", "Teacher: seeds"]
+    assert [c.strip() for c in first.split("|")][1:-1] == ["teacher", "none", "0.851", "1"]
+    assert [c.strip() for c in second.split("|")][1:-1] == ["teacher", "frame 90%", "0.800", "1"]
+    assert pd.read_csv(tmp_path / "flips.csv", header=[0, 1], index_col=[0, 1]).shape == (2, 2)

@@ -123,3 +123,50 @@ def test_artefacts_by_class_count_dark_corners_frames_and_brightness(tmp_path):
     assert table.loc[("train", "benign"), "dark corners"] == 0.0 and table.loc[("train", "benign"), "black frame"] == 0.0
     assert table.loc[("train", "benign"), "brightness"] > table.loc[("train", "malignant"), "brightness"]
     assert table["images"].tolist() == [4, 4]
+
+
+def test_artefact_rows_follow_the_splits_order_and_the_classes(tmp_path):
+    import pandas as pd
+
+    rng = np.random.default_rng(2)
+    rows = []
+    for i, split in enumerate(["test", "test", "val", "train", "train", "val"]):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(smooth(rng, (1, 1, 1))).save(path)
+        rows.append({"path": str(path), "label": 1 - i % 2, "split": split})
+    table = shortcuts.artefacts(pd.DataFrame(rows), size=32)
+    assert [tuple(map(str, key)) for key in table.index] == [
+        ("train", "benign"), ("train", "malignant"), ("val", "benign"), ("val", "malignant"),
+        ("test", "benign"), ("test", "malignant")]
+
+
+def test_marked_images_carry_dark_corners_or_a_frame(tmp_path):
+    import pandas as pd
+
+    rng = np.random.default_rng(3)
+    plain = smooth(rng, (1, 1, 1))
+    images = [plain, shortcuts.dark_corners(plain, 0.5, 0.05), shortcuts.black_frame(plain, 0.8)]
+    paths = []
+    for i, image in enumerate(images):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(image).save(paths[-1])
+    assert shortcuts.marked(pd.DataFrame({"path": paths}), size=32).tolist() == [False, True, True]
+
+
+def test_accuracy_by_artefact_is_each_class_recall_on_marked_and_clean_images():
+    labels = np.array([0, 0, 0, 1, 1, 1, 1])
+    marks = np.array([True, False, False, True, True, False, False])
+    frame_reader = np.array([[0, 1, 1, 1, 1, 0, 0]])  # right exactly where the frame says "malignant"
+    two_runs = np.array([[1, 1, 0, 1, 0, 1, 1], [1, 1, 1, 1, 1, 0, 1]])
+    table = shortcuts.accuracy_by_artefact(labels, marks, {"frame reader": frame_reader, "two runs": two_runs})
+    assert table["images"].tolist() == [1, 2, 2, 2, 7]
+    assert table.loc[("benign", "dark corners or frame"), "frame reader"] == 0.0
+    assert table.loc[("malignant", "dark corners or frame"), "frame reader"] == 1.0
+    assert table.loc[("malignant", "neither"), "frame reader"] == 0.0
+    assert table.loc[("benign", "neither"), "two runs"] == pytest.approx(3 / 4)
+    assert table.loc[("malignant", "dark corners or frame"), "two runs"] == pytest.approx(3 / 4)
+    assert table.loc[("both classes", "all"), "two runs"] == pytest.approx(11 / 14)
+    with pytest.raises(ValueError, match="3 predictions for 7 images"):
+        shortcuts.accuracy_by_artefact(labels, marks, {"short": np.ones((1, 3))})
+    with pytest.raises(ValueError, match="7 labels but 2 artefact marks"):
+        shortcuts.accuracy_by_artefact(labels, marks[:2], {})

@@ -215,14 +215,53 @@ def artefacts(frame: pd.DataFrame, size: int = 64) -> pd.DataFrame:
     (ring mean < :data:`BLACK_FRAME`), and the mean brightness. ``frame``
     needs ``path`` and ``label`` (a manifest's frame); the per-image values
     are :func:`image_artefacts`'s."""
-    from ..data import CLASS_NAMES
+    from ..data import CLASS_NAMES, SPLITS
 
     values = pd.DataFrame([image_artefacts(p, size) for p in frame.path], index=frame.index)
     table = frame[[c for c in ("split", "label") if c in frame]].join(values)
     table["dark corners"] = table.corner_mean < DARK_CORNER
     table["black frame"] = table.ring_mean < BLACK_FRAME
-    table["class"] = [CLASS_NAMES[int(y)] for y in table.label]
+    table["class"] = pd.Categorical([CLASS_NAMES[int(y)] for y in table.label], categories=CLASS_NAMES)
+    if "split" in table:  # rows in the splits' own order (train, val, test), not alphabetical
+        table["split"] = pd.Categorical(table.split, categories=[s for s in SPLITS if s in set(table.split)])
     keys = [k for k in ("split", "class") if k in table]
-    out = table.groupby(keys, sort=False).agg(images=("label", "size"), dark_corners=("dark corners", "mean"),
-                                             black_frame=("black frame", "mean"), brightness=("brightness", "mean"))
+    out = table.groupby(keys, observed=True).agg(images=("label", "size"), dark_corners=("dark corners", "mean"),
+                                                black_frame=("black frame", "mean"), brightness=("brightness", "mean"))
     return out.rename(columns={"dark_corners": "dark corners", "black_frame": "black frame"})
+
+
+def marked(frame: pd.DataFrame, size: int = 64) -> np.ndarray:
+    """Per image of ``frame`` (a manifest's rows, ``path`` needed): True when it
+    carries dark corners or a black frame (the thresholds of :func:`artefacts`)."""
+    values = [image_artefacts(p, size) for p in frame.path]
+    return np.array([v["corner_mean"] < DARK_CORNER or v["ring_mean"] < BLACK_FRAME for v in values], dtype=bool)
+
+
+def accuracy_by_artefact(labels, marks, correct: dict) -> pd.DataFrame:
+    """Accuracy per class on the images that carry dark corners or a black
+    frame (``marks`` True, :func:`marked`) and on those that do not.
+    ``correct``: ``{model: (n_runs, n_images) 0/1}`` in the images' order
+    (:func:`kd_utils.reporting.correct_matrix`); each cell is the mean over
+    runs and images. Within one class accuracy is that class's recall: a
+    model that reads the frame is right on the malignant images that carry
+    it, wrong on the malignant ones that do not and on the benign ones that
+    do - the in-distribution accuracy a shortcut buys, shown where it is
+    bought."""
+    from ..data import CLASS_NAMES
+
+    labels, marks = np.asarray(labels).astype(int), np.asarray(marks, dtype=bool)
+    if labels.shape != marks.shape:
+        raise ValueError(f"{len(labels)} labels but {len(marks)} artefact marks: they must describe the same images.")
+    rows = {}
+    for y, name in enumerate(CLASS_NAMES):
+        for subset, keep in (("dark corners or frame", marks), ("neither", ~marks)):
+            rows[(name, subset)] = (labels == y) & keep
+    rows[("both classes", "all")] = np.ones_like(marks)
+    table = pd.DataFrame({"images": [int(r.sum()) for r in rows.values()]},
+                         index=pd.MultiIndex.from_tuples(list(rows), names=["class", "images carrying"]))
+    for model, matrix in correct.items():
+        matrix = np.atleast_2d(np.asarray(matrix, dtype=np.float64))
+        if matrix.shape[1] != len(labels):
+            raise ValueError(f"{model}: {matrix.shape[1]} predictions for {len(labels)} images.")
+        table[model] = [float(matrix[:, r].mean()) if r.any() else float("nan") for r in rows.values()]
+    return table
