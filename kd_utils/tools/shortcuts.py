@@ -209,18 +209,24 @@ def image_artefacts(path, size: int = 64) -> dict:
     return {"corner_mean": float(corners.mean()), "ring_mean": float(ring.mean()), "brightness": float(grey.mean())}
 
 
+def image_marks(frame: pd.DataFrame, size: int = 64) -> pd.DataFrame:
+    """Per image of ``frame`` (``path`` needed; its index kept): ``dark corners``
+    (corner mean < :data:`DARK_CORNER`), ``black frame`` (ring mean <
+    :data:`BLACK_FRAME`) and ``brightness``, from :func:`image_artefacts`."""
+    values = pd.DataFrame([image_artefacts(p, size) for p in frame.path], index=frame.index,
+                          columns=["corner_mean", "ring_mean", "brightness"])
+    return pd.DataFrame({"dark corners": values.corner_mean < DARK_CORNER,
+                         "black frame": values.ring_mean < BLACK_FRAME, "brightness": values.brightness})
+
+
 def artefacts(frame: pd.DataFrame, size: int = 64) -> pd.DataFrame:
     """Per class (and split, when ``frame`` has one): the share of images
-    with dark corners (corner mean < :data:`DARK_CORNER`), with a black frame
-    (ring mean < :data:`BLACK_FRAME`), and the mean brightness. ``frame``
-    needs ``path`` and ``label`` (a manifest's frame); the per-image values
-    are :func:`image_artefacts`'s."""
+    with dark corners and with a black frame, and the mean brightness
+    (:func:`image_marks`). ``frame`` needs ``path`` and ``label`` (a
+    manifest's frame)."""
     from ..data import CLASS_NAMES, SPLITS
 
-    values = pd.DataFrame([image_artefacts(p, size) for p in frame.path], index=frame.index)
-    table = frame[[c for c in ("split", "label") if c in frame]].join(values)
-    table["dark corners"] = table.corner_mean < DARK_CORNER
-    table["black frame"] = table.ring_mean < BLACK_FRAME
+    table = frame[[c for c in ("split", "label") if c in frame]].join(image_marks(frame, size))
     table["class"] = pd.Categorical([CLASS_NAMES[int(y)] for y in table.label], categories=CLASS_NAMES)
     if "split" in table:  # rows in the splits' own order (train, val, test), not alphabetical
         table["split"] = pd.Categorical(table.split, categories=[s for s in SPLITS if s in set(table.split)])
@@ -232,9 +238,9 @@ def artefacts(frame: pd.DataFrame, size: int = 64) -> pd.DataFrame:
 
 def marked(frame: pd.DataFrame, size: int = 64) -> np.ndarray:
     """Per image of ``frame`` (a manifest's rows, ``path`` needed): True when it
-    carries dark corners or a black frame (the thresholds of :func:`artefacts`)."""
-    values = [image_artefacts(p, size) for p in frame.path]
-    return np.array([v["corner_mean"] < DARK_CORNER or v["ring_mean"] < BLACK_FRAME for v in values], dtype=bool)
+    carries dark corners or a black frame (:func:`image_marks`)."""
+    marks = image_marks(frame, size)
+    return (marks["dark corners"] | marks["black frame"]).to_numpy(dtype=bool)
 
 
 def accuracy_by_artefact(labels, marks, correct: dict) -> pd.DataFrame:
