@@ -134,16 +134,25 @@ def load_predictions(record: dict) -> tuple[np.ndarray, np.ndarray]:
         return saved["labels"], saved["logits"]
 
 
-def correct_matrix(runs) -> np.ndarray:
-    """``(n_seeds, n_images)``: 1 where the run was right on that test image; rows in seed order."""
+def correct_matrix(runs, labels=None) -> np.ndarray:
+    """``(n_seeds, n_images)``: 1 where the run was right on that test image; rows in seed order.
+
+    ``labels`` (e.g. ``manifest.split("test").label``): the test images'
+    labels in the order the caller will read the columns in; a run whose
+    recorded labels differ was scored on other images or in another order,
+    and is refused rather than read against the wrong image."""
     runs = sorted(runs_of(runs), key=lambda r: r["config"]["seed"])
-    rows, first = [], None
+    given = labels is not None
+    rows, expected = [], np.asarray(labels).astype(int) if given else None
     for run in runs:
-        labels, logits = load_predictions(run)
-        if first is not None and not np.array_equal(labels, first):
+        recorded, logits = load_predictions(run)
+        if expected is not None and not np.array_equal(recorded, expected):
+            if given:
+                raise ValueError(f"Run {run.get('key', '?')} recorded {len(recorded)} test labels that are not "
+                                 f"the {len(expected)} given, in their order: its columns are other images.")
             raise ValueError("These runs were scored on different test images: they cannot be paired.")
-        first = labels
-        rows.append((np.argmax(logits, axis=-1) == labels).astype(np.float64))
+        expected = recorded
+        rows.append((np.argmax(logits, axis=-1) == recorded).astype(np.float64))
     return np.stack(rows)
 
 

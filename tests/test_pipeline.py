@@ -46,6 +46,14 @@ def test_runs_repeat_over_seeds_and_keep_their_test_predictions(tiny, artifacts)
     correct = reporting.correct_matrix(kd)
     assert correct.shape == (2, n_test)
     np.testing.assert_allclose(correct.mean(axis=1), [r["test"]["accuracy"] for r in kd])
+    # Read against the manifest's test labels: the same matrix, or refused when they are not the runs' images.
+    labels = manifest.split("test").label.to_numpy()
+    np.testing.assert_array_equal(reporting.correct_matrix(kd, labels=labels), correct)
+    one_swapped = labels.copy()
+    one_swapped[0] = 1 - one_swapped[0]
+    for wrong in (one_swapped, labels[:-1]):
+        with pytest.raises(ValueError, match=f"test labels that are not the {len(wrong)} given"):
+            reporting.correct_matrix(kd, labels=wrong)
     gain = reporting.kd_gain(kd, no_kd, n_resamples=500)
     assert gain["difference"] == pytest.approx(np.mean([a["test"]["accuracy"] - b["test"]["accuracy"]
                                                         for a, b in zip(kd, no_kd)]))

@@ -247,7 +247,8 @@ def accuracy_by_artefact(labels, marks, correct: dict) -> pd.DataFrame:
     """Accuracy per class on the images that carry dark corners or a black
     frame (``marks`` True, :func:`marked`) and on those that do not.
     ``correct``: ``{model: (n_runs, n_images) 0/1}`` in the images' order
-    (:func:`kd_utils.reporting.correct_matrix`); each cell is the mean over
+    (:func:`kd_utils.reporting.correct_matrix` given the same ``labels``,
+    which refuses runs scored in another order); each cell is the mean over
     runs and images. Within one class accuracy is that class's recall: a
     model that reads the frame is right on the malignant images that carry
     it, wrong on the malignant ones that do not and on the benign ones that
