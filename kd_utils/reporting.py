@@ -142,16 +142,16 @@ def correct_matrix(runs, labels=None) -> np.ndarray:
     recorded labels differ was scored on other images or in another order,
     and is refused rather than read against the wrong image."""
     runs = sorted(runs_of(runs), key=lambda r: r["config"]["seed"])
-    given = labels is not None
-    rows, expected = [], np.asarray(labels).astype(int) if given else None
+    wanted = None if labels is None else np.asarray(labels).astype(int)
+    rows, previous = [], None
     for run in runs:
         recorded, logits = load_predictions(run)
-        if expected is not None and not np.array_equal(recorded, expected):
-            if given:
-                raise ValueError(f"Run {run.get('key', '?')} recorded {len(recorded)} test labels that are not "
-                                 f"the {len(expected)} given, in their order: its columns are other images.")
+        if wanted is not None and not np.array_equal(recorded, wanted):
+            raise ValueError(f"Run {run.get('key', '?')} recorded {len(recorded)} test labels that are not "
+                             f"the {len(wanted)} given, in their order: its columns are other images.")
+        if previous is not None and not np.array_equal(recorded, previous):
             raise ValueError("These runs were scored on different test images: they cannot be paired.")
-        expected = recorded
+        previous = recorded
         rows.append((np.argmax(logits, axis=-1) == recorded).astype(np.float64))
     return np.stack(rows)
 
