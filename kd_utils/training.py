@@ -157,6 +157,51 @@ def save_record(run_dir, record: dict, key: str) -> Path:
     return path
 
 
+# --------------------------------------------------------------------------- averaged weights
+
+
+def _averaging(model):
+    """The model's optimizer when it keeps a running average of the weights (``use_ema``), else None."""
+    optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)  # under a LossScaleOptimizer
+    return optimizer if getattr(optimizer, "use_ema", False) else None
+
+
+def _swap_average(optimizer) -> None:
+    """Exchange the trained weights and the optimizer's average of them, by copying."""
+    for weight, average in zip(optimizer._trainable_variables, optimizer._model_variables_moving_average):
+        raw = keras.ops.convert_to_numpy(weight)
+        weight.assign(average)
+        average.assign(raw)
+
+
+class _ValidateTheAverage(keras.callbacks.Callback):
+    """With an averaging optimizer, the averaged weights are in the model from
+    each epoch's validation until the next epoch begins: they are validated,
+    saved as the best epoch and in the epoch's state; the raw ones train.
+
+    Keras' ``SwapEMAWeights`` does the same, but swaps by adding and
+    subtracting, which changes the raw weights' last bits: a resumed run
+    would not equal an uninterrupted one. This swap copies."""
+
+    def __init__(self, optimizer):
+        super().__init__()
+        self.optimizer, self.average_in_model = optimizer, False
+
+    def _swap(self, average_in_model: bool) -> None:
+        if self.average_in_model != average_in_model:
+            _swap_average(self.optimizer)
+            self.average_in_model = average_in_model
+
+    def on_test_begin(self, logs=None):
+        self._swap(True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._swap(True)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._swap(False)
+
+
 # --------------------------------------------------------------------------- per-epoch state
 
 
@@ -225,6 +270,8 @@ def _load_progress(model, run_dir: Path, epochs: int, batching: dict | None = No
         _verified(state_dir, progress, progress["state_file"])
         if progress["state_file"] is not None:
             _restore_state(model, state_dir / progress["state_file"])
+            if _averaging(model):  # saved after validation: the average in the model, the raw weights aside
+                _swap_average(_averaging(model))
         elif len(progress["history"]) < _last_epoch(progress, epochs):
             raise ValueError(f"it holds no state to resume epoch {len(progress['history']) + 1} from")
     except Exception as err:  # noqa: BLE001 - whatever went wrong, the state is not used
@@ -365,7 +412,10 @@ def fit(model: keras.Model, train_ds, val_ds, epochs: int, run_dir, *, seed: int
     own (EarlyStopping's patience count) starts them afresh; ``patience``
     (epochs without a better validation accuracy after which the run stops,
     the best epoch kept) is decided from the saved history instead, so a
-    resumed run stops where an uninterrupted one does.
+    resumed run stops where an uninterrupted one does. An optimizer that
+    keeps a running average of the weights (Adam's ``use_ema``) has the
+    average validated and kept as the best epoch, the raw weights trained
+    (pass no ``SwapEMAWeights``: this does its job, exactly on resume).
     """
     if int(epochs) < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}.")
@@ -380,8 +430,11 @@ def fit(model: keras.Model, train_ds, val_ds, epochs: int, run_dir, *, seed: int
         # Here, not lazily in the first step: TensorFlow traces a step that creates variables
         # twice (a second time without creating them). Resuming restores into these variables.
         model.optimizer.build(_target(model).trainable_variables)
+    averaging = _averaging(model)
+    if averaging and any(isinstance(c, keras.callbacks.SwapEMAWeights) for c in callbacks):
+        raise ValueError("fit validates and keeps the averaged weights itself; pass no SwapEMAWeights callback.")
     progress = _load_progress(model, run_dir, epochs, batching)
-    extra = list(callbacks)
+    extra = list(callbacks) + ([_ValidateTheAverage(averaging)] if averaging else [])
     if tensorboard and _tensorboard_installed():
         extra.insert(0, keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False,
                                                     profile_batch=0))
@@ -394,8 +447,9 @@ def fit(model: keras.Model, train_ds, val_ds, epochs: int, run_dir, *, seed: int
                   verbose=1 if verbose == 1 else 0, shuffle=False)
     best_path = state_dir / progress["best_file"]
     # When the best epoch is the last one, trained here, the model holds its weights already
-    # (rebuilding a large backbone from its file takes seconds).
-    if not (len(progress["history"]) > resumed and progress["best_epoch"] == len(progress["history"])):
+    # (rebuilding a large backbone from its file takes seconds) - unless they are averaged: at
+    # its end Keras' fit writes the optimizer's average into the model, the raw weights by then.
+    if averaging or not (len(progress["history"]) > resumed and progress["best_epoch"] == len(progress["history"])):
         best_model = keras.saving.load_model(best_path, compile=False)
         _target(model).set_weights(best_model.get_weights())
     storage.atomic_write(run_dir / BEST_FILE, lambda tmp: shutil.copyfile(best_path, tmp))

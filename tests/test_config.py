@@ -177,6 +177,24 @@ def test_student_patience_is_a_whole_number_or_none():
             config.get_profile("smoke", student_patience=bad)
 
 
+def test_students_weight_average_is_a_momentum_in_the_robust_profile_only():
+    from kd_utils.experiments import runs
+
+    assert config.get_profile("kaggle-cpu-robust").student_weight_average == 0.99
+    assert all(config.get_profile(n).student_weight_average is None for n in ("paper", "kaggle-cpu", "cpu", "smoke"))
+    for bad in (0.0, 1.0, 1, "0.9"):
+        with pytest.raises(ValueError, match="student_weight_average must be None or a momentum in \\(0, 1\\)"):
+            config.get_profile("smoke", student_weight_average=bad)
+    plain = config.get_profile("smoke")
+    averaged = plain.replace(student_weight_average=0.9)
+    key, _, run_config = runs.student_run(averaged, "m", "t")
+    assert run_config["weight_average"] == 0.9 and key != runs.student_run(plain, "m", "t")[0]
+    assert "weight_average" not in runs.student_run(plain, "m", "t")[2]  # runs without it keep their keys
+    assert runs.teacher_run(averaged, "m")[0] == runs.teacher_run(plain, "m")[0]  # students only
+    adam = runs.optimizer(1e-3, False, 1, 0.9)
+    assert adam.use_ema and adam.ema_momentum == 0.9 and not runs.optimizer(1e-3, False).use_ema
+
+
 def test_the_convergence_check_trains_longer_with_patience_on_two_seeds():
     profile = config.get_profile("kaggle-cpu")
     check = profile.converged()

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import types
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -328,6 +329,13 @@ def test_robust_views_and_colour_constancy_are_part_of_the_runs_and_their_keys(t
     assert student.get_layer("shades_of_gray") and robust["config"]["augment"] == runs.ROBUST_AUGMENT
     assert "augment" not in without["config"] and without["key"] != robust["key"]
     assert without["config"]["color_constancy"] == runs.COLOR_CONSTANCY
+    # The students' averaged weights (a distilled student's optimizer keeps them): validated and kept.
+    averaged, record = pipeline.distill_student(profile.replace(student_weight_average=0.9), tiny_manifest, teacher,
+                                                verbose=0)
+    assert record["config"]["weight_average"] == 0.9 and record["key"] != robust["key"]
+    kept = keras.saving.load_model(Path(record["run_dir"]) / "best.keras", compile=False)
+    for ours, file in zip(averaged.get_weights(), kept.get_weights()):
+        np.testing.assert_array_equal(ours, file)
 
 
 def test_notebook_06_compares_the_plain_students_of_a_robust_teacher(monkeypatch):

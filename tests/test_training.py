@@ -409,3 +409,74 @@ def test_no_variable_is_created_inside_a_traced_step(tmp_path, monkeypatch, kind
     training.fit(model, separable_data(), separable_data(seed=1), epochs=1, run_dir=tmp_path, verbose=0)
     assert created_in_trace == []
     assert len(model.optimizer.variables) == 2 + 2 * len(training._target(model).trainable_variables)
+
+
+def averaging_classifier(seed=0, momentum=0.9):
+    model = small_classifier(seed, dropout=0.3)
+    model.compile(optimizer=keras.optimizers.Adam(0.05, use_ema=True, ema_momentum=momentum),
+                  loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+                  metrics=[keras.metrics.CategoricalAccuracy()])
+    return model
+
+
+class RawWeights(keras.callbacks.Callback):
+    """The trained (raw) weights after every update."""
+
+    def __init__(self):
+        super().__init__()
+        self.after_each_step = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.after_each_step.append([np.asarray(v, np.float64) for v in self.model.trainable_variables])
+
+
+def test_averaged_weights_are_validated_and_kept_while_the_raw_ones_train(tmp_path):
+    """Adam's use_ema: the model kept (best epoch 2 of 2) holds the running
+    average of every update's weights, computed here by hand; training goes
+    on from the raw weights after epoch 1's validation."""
+    model, raw = averaging_classifier(momentum=0.9), RawWeights()
+    forced = ForcedValAccuracy((0.5, 0.9))  # epoch 2 is the best
+    info = training.fit(model, shuffled_epochs(), separable_data(seed=1), 2, tmp_path, seed=3, verbose=0,
+                        callbacks=[raw, forced])
+    assert info["best_epoch"] == 2 and len(raw.after_each_step) == 10  # 5 batches an epoch
+    average = raw.after_each_step[0]  # Keras: the first update's weights, then 0.9 * average + 0.1 * weights
+    for step in raw.after_each_step[1:]:
+        average = [0.9 * a + 0.1 * w for a, w in zip(average, step)]
+    kept = keras.saving.load_model(tmp_path / "best.keras").trainable_variables
+    for ours, by_hand, last in zip(model.trainable_variables, average, raw.after_each_step[-1]):
+        np.testing.assert_allclose(np.asarray(ours), by_hand, rtol=1e-5, atol=1e-6)
+        assert not np.allclose(by_hand, last, rtol=1e-3)  # the average, not the last raw weights
+    for ours, file in zip(model.get_weights(), keras.saving.load_model(tmp_path / "best.keras").get_weights()):
+        np.testing.assert_array_equal(ours, file)
+    assert len(kept) == len(average)
+
+
+def test_the_averaged_weights_are_the_ones_validated(tmp_path):
+    model = averaging_classifier(momentum=0.5)
+    info = training.fit(model, shuffled_epochs(), separable_data(seed=1), 1, tmp_path, seed=3, verbose=0)
+    loss, accuracy = model.evaluate(separable_data(seed=1), verbose=0)
+    assert info["history"]["val_loss"][0] == pytest.approx(loss, rel=1e-6)
+    assert info["best_val_accuracy"] == pytest.approx(accuracy)
+
+
+def test_a_resumed_run_with_averaged_weights_equals_the_uninterrupted_run(tmp_path):
+    """The saved state holds the average in the model (saved after validation):
+    the resume puts the raw weights back to train on, bit for bit."""
+    whole = averaging_classifier(0)
+    expected = training.fit(whole, shuffled_epochs(), separable_data(seed=1), 4, tmp_path / "whole", seed=3,
+                            verbose=0)
+    with pytest.raises(RuntimeError, match="disconnected"):
+        training.fit(averaging_classifier(0), shuffled_epochs(), separable_data(seed=1), 4, tmp_path / "cut",
+                     seed=3, verbose=0, callbacks=[Crash(2)])
+    resumed_model = averaging_classifier(7)
+    resumed = training.fit(resumed_model, shuffled_epochs(), separable_data(seed=1), 4, tmp_path / "cut", seed=3,
+                           verbose=0)
+    assert resumed["history"] == expected["history"] and resumed["best_epoch"] == expected["best_epoch"]
+    for a, b in zip(whole.get_weights(), resumed_model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_fit_refuses_a_second_swap_of_the_averaged_weights(tmp_path):
+    with pytest.raises(ValueError, match="pass no SwapEMAWeights"):
+        training.fit(averaging_classifier(), separable_data(), separable_data(seed=1), 1, tmp_path, verbose=0,
+                     callbacks=[keras.callbacks.SwapEMAWeights(swap_on_epoch=True)])

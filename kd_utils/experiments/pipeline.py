@@ -335,7 +335,7 @@ def distill_student(
             distiller = Distiller(student=model, teacher=None)
             distiller.compile(
                 optimizer=runs.optimizer(c["learning_rate"], accel.get("mixed_precision", False),
-                                         batching.accumulation_steps),
+                                         batching.accumulation_steps, c.get("weight_average")),
                 metrics=[keras.metrics.CategoricalAccuracy()],
                 distillation_loss_fn=SoftKLDivergence() if c["soft_loss"] == "kl" else None,
                 alpha=c["alpha"],

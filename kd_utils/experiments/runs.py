@@ -47,11 +47,15 @@ def compile_classifier(model: keras.Model, learning_rate: float, accumulation_st
     )
 
 
-def optimizer(learning_rate: float, mixed_precision: bool, accumulation_steps: int = 1):
+def optimizer(learning_rate: float, mixed_precision: bool, accumulation_steps: int = 1,
+              weight_average: float | None = None):
     """Adam; with ``accumulation_steps`` > 1 it averages that many micro-batches'
-    gradients before each update (:mod:`kd_utils.experiments.memory`)."""
+    gradients before each update (:mod:`kd_utils.experiments.memory`); with
+    ``weight_average`` (a momentum) it keeps a running average of the weights,
+    which :func:`kd_utils.training.fit` validates and keeps."""
+    average = {"use_ema": True, "ema_momentum": weight_average} if weight_average is not None else {}
     adam = keras.optimizers.Adam(learning_rate, gradient_accumulation_steps=accumulation_steps
-                                 if accumulation_steps > 1 else None)
+                                 if accumulation_steps > 1 else None, **average)
     return keras.optimizers.LossScaleOptimizer(adam) if mixed_precision else adam
 
 
@@ -272,6 +276,7 @@ def student_run(profile, manifest_hash, teacher, student="DSNet", *, temperature
         "teacher_control": teacher_control,
         # Only when set: the runs of profiles without it keep their keys.
         **({"patience": profile.student_patience} if profile.student_patience else {}),
+        **({"weight_average": profile.student_weight_average} if profile.student_weight_average else {}),
         **view_config("robust" if (profile.robust_students if robust is None else robust) else None, profile),
         **accelerator_options(profile),
         **execution_options(profile),
