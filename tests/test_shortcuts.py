@@ -74,7 +74,7 @@ def test_a_model_that_learnt_the_frame_flips_under_it(data):
     assert table.loc["frame 75%", "flipped"] > 0.35
     assert table.loc["frame 75%", "to malignant"] == pytest.approx(table.loc["frame 75%", "flipped"])
     assert table.loc["frame 75%", "called malignant"] > 0.85
-    assert list(table.index) == ["none", *(t.name for t in shortcuts.BATTERY)]
+    assert list(table.index) == ["none", *(t.name for t in shortcuts.BATTERY), "mirror", "quarter turn"]
 
 
 def test_a_model_that_learnt_the_lesion_does_not(data):
@@ -84,6 +84,18 @@ def test_a_model_that_learnt_the_lesion_does_not(data):
     assert table.loc["none", "accuracy"] > 0.95
     assert table.loc["frame 75%", "flipped"] < 0.05 and table.loc["frame 90%", "flipped"] < 0.05
     assert table.loc["none", "flipped"] == 0.0
+    # the floor: a mirror or a quarter turn leaves the tint, and the calls, as they are
+    assert table.loc["mirror", "flipped"] < 0.05 and table.loc["quarter turn", "flipped"] < 0.05
+
+
+def test_the_floor_mirrors_and_turns_the_image_exactly():
+    image = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    mirror, turn = (t.apply for t in shortcuts.FLOOR)
+    np.testing.assert_array_equal(mirror(image)[0, 0], image[0, 2])
+    np.testing.assert_array_equal(mirror(mirror(image)), image)
+    assert turn(image).shape == (3, 2, 3)
+    np.testing.assert_array_equal(turn(image)[0, 0], image[0, 2])  # counter-clockwise: top-right to top-left
+    np.testing.assert_array_equal(turn(turn(turn(turn(image)))), image)
 
 
 def test_the_command_reports_a_folder_as_json(data, tmp_path, capsys):
@@ -99,7 +111,7 @@ def test_the_command_reports_a_folder_as_json(data, tmp_path, capsys):
     doc = json.loads(capsys.readouterr().out)
     assert doc["images"] == 30 and doc["image_size"] == SIZE
     names = [row["transform"] for row in doc["transforms"]]
-    assert names == ["none", *(t.name for t in shortcuts.BATTERY)]
+    assert names == ["none", *(t.name for t in (*shortcuts.BATTERY, *shortcuts.FLOOR))]
     assert main(["shortcuts", str(path), str(tmp_path / "nowhere")]) == 2
     assert "error:" in capsys.readouterr().err
 

@@ -116,11 +116,24 @@ BATTERY = (
 )
 
 
+#: The floor: two transforms that change nothing a reader of the lesion uses.
+#: A model trained on them (:func:`kd_utils.batches.dihedral`, the robust
+#: views) still flips a few per cent of its calls - those near its
+#: threshold - so a battery row near these is as steady as the model gets;
+#: one not trained on them may flip many more. Reported after the battery,
+#: not part of it.
+FLOOR = (
+    Transform("mirror", "floor: left-right mirror", lambda im: np.ascontiguousarray(im[:, ::-1])),
+    Transform("quarter turn", "floor: turned 90 degrees", lambda im: np.ascontiguousarray(np.rot90(im))),
+)
+
+
 def report(runner, images: np.ndarray, labels, threshold: float = 0.5, batch_size: int = 64) -> pd.DataFrame:
     """The battery on ``images`` (uint8, the model's input size) with their
     ``labels`` (0 benign, 1 malignant), one row per transform after the
-    untransformed ``none``: accuracy, the share called malignant, the share
-    of calls that flip against ``none``, and those flips' direction.
+    untransformed ``none``, then the :data:`FLOOR` rows: accuracy, the share
+    called malignant, the share of calls that flip against ``none``, and
+    those flips' direction.
     ``runner`` predicts logits (:func:`kd_utils.tools.deploy.load_model`)."""
     from .. import evaluation
 
@@ -132,7 +145,7 @@ def report(runner, images: np.ndarray, labels, threshold: float = 0.5, batch_siz
 
     plain = calls(images)
     rows = {"none": (plain, "the images as they are")}
-    for t in BATTERY:
+    for t in (*BATTERY, *FLOOR):
         rows[t.name] = (calls(np.stack([t.apply(im) for im in images])), t.what)
     return pd.DataFrame({
         "transform": list(rows),
