@@ -415,7 +415,7 @@ PROFILES["colab"] = PROFILES["paper"].replace(name="colab", **COLAB_CHANGES)
 #:
 #: One setting came later, chosen on the Kaggle validation split and the
 #: shortcut battery only (DSNet without teacher, seeds 10 and 11; README,
-#: "Settings tried"): the students' averaged weights
+#: "`kaggle-cpu-robust` profile"): the students' averaged weights
 #: (``student_weight_average``), which flip fewer calls than the raw ones.
 ROBUST_CHANGES = {"robust_teacher": True, "robust_students": True, "color_constancy": True,
                   "student_weight_average": 0.99}

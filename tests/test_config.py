@@ -193,6 +193,8 @@ def test_students_weight_average_is_a_momentum_in_the_robust_profile_only():
     assert runs.teacher_run(averaged, "m")[0] == runs.teacher_run(plain, "m")[0]  # students only
     adam = runs.optimizer(1e-3, False, 1, 0.9)
     assert adam.use_ema and adam.ema_momentum == 0.9 and not runs.optimizer(1e-3, False).use_ema
+    # with micro-batches the average moves at each of them: 0.9 per update is 0.9 ** (1/4) per micro-batch
+    assert runs.optimizer(1e-3, False, 4, 0.9).ema_momentum == pytest.approx(0.9 ** 0.25)
 
 
 def test_the_convergence_check_trains_longer_with_patience_on_two_seeds():

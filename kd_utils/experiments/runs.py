@@ -53,7 +53,10 @@ def optimizer(learning_rate: float, mixed_precision: bool, accumulation_steps: i
     gradients before each update (:mod:`kd_utils.experiments.memory`); with
     ``weight_average`` (a momentum) it keeps a running average of the weights,
     which :func:`kd_utils.training.fit` validates and keeps."""
-    average = {"use_ema": True, "ema_momentum": weight_average} if weight_average is not None else {}
+    # Keras moves the average at every micro-batch, the weights only at every
+    # ``accumulation_steps``-th: the momentum per micro-batch keeps it per update.
+    average = ({"use_ema": True, "ema_momentum": weight_average ** (1 / accumulation_steps)}
+               if weight_average is not None else {})
     adam = keras.optimizers.Adam(learning_rate, gradient_accumulation_steps=accumulation_steps
                                  if accumulation_steps > 1 else None, **average)
     return keras.optimizers.LossScaleOptimizer(adam) if mixed_precision else adam
