@@ -270,8 +270,9 @@ def _load_progress(model, run_dir: Path, epochs: int, batching: dict | None = No
         _verified(state_dir, progress, progress["state_file"])
         if progress["state_file"] is not None:
             _restore_state(model, state_dir / progress["state_file"])
-            if _averaging(model):  # saved after validation: the average in the model, the raw weights aside
-                _swap_average(_averaging(model))
+            averaging = _averaging(model)
+            if averaging:  # saved after validation: the average in the model, the raw weights aside
+                _swap_average(averaging)
         elif len(progress["history"]) < _last_epoch(progress, epochs):
             raise ValueError(f"it holds no state to resume epoch {len(progress['history']) + 1} from")
     except Exception as err:  # noqa: BLE001 - whatever went wrong, the state is not used

@@ -442,13 +442,13 @@ def test_averaged_weights_are_validated_and_kept_while_the_raw_ones_train(tmp_pa
     average = raw.after_each_step[0]  # Keras: the first update's weights, then 0.9 * average + 0.1 * weights
     for step in raw.after_each_step[1:]:
         average = [0.9 * a + 0.1 * w for a, w in zip(average, step)]
-    kept = keras.saving.load_model(tmp_path / "best.keras").trainable_variables
+    kept = keras.saving.load_model(tmp_path / "best.keras")
+    assert len(kept.trainable_variables) == len(average)
     for ours, by_hand, last in zip(model.trainable_variables, average, raw.after_each_step[-1]):
         np.testing.assert_allclose(np.asarray(ours), by_hand, rtol=1e-5, atol=1e-6)
         assert not np.allclose(by_hand, last, rtol=1e-3)  # the average, not the last raw weights
-    for ours, file in zip(model.get_weights(), keras.saving.load_model(tmp_path / "best.keras").get_weights()):
+    for ours, file in zip(model.get_weights(), kept.get_weights()):
         np.testing.assert_array_equal(ours, file)
-    assert len(kept) == len(average)
 
 
 def test_the_averaged_weights_are_the_ones_validated(tmp_path):
