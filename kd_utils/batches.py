@@ -156,7 +156,7 @@ ROBUST = {
     "zoom": (0.75, 4 / 3),        # out (black around the shrunk image) or in, log-uniform, anywhere in the frame
     "field_probability": 0.25,    # a circular dermoscope field: black outside a radius of
     "field_radius": (0.9, 1.3),   # ... this, in half-sides (1: touches the edges' midpoints; 1.41: the corners)
-    "vignette_probability": 0.5,   # dark corners as a dermoscope's soft-edged field makes them: untouched
+    "vignette_probability": 0.25,  # dark corners as a dermoscope's soft-edged field makes them: untouched
     "vignette_start": (0.4, 0.8),  # ... within this share of the half-diagonal, then darkening linearly to
     "vignette_floor": (0.0, 0.5),  # ... this share of the brightness at the corners
     "intensity": (0.7, 1.3),      # every pixel times this
