@@ -91,7 +91,9 @@ def test_split_sizes_from_the_profile_and_from_a_saved_manifest():
 
 def test_estimate_on_the_smoke_profile_gives_every_notebook_positive_hours():
     profile = config.get_profile("smoke", image_size=32)
-    result = estimate.estimate(profile, steps=1)
+    # DSNet alone (timing the other three models would add a minute on a CPU; which models
+    # are timed by default is the next test's)
+    result = estimate.estimate(profile, steps=1, time_all=False)
     assert list(result["notebooks"]) == NOTEBOOKS
     assert all(row["hours"] > 0 and row["runs"] > 0 for row in result["notebooks"].values())
     assert result["runs"] == 33 and result["hours"] == pytest.approx(sum(r["hours"] for r in result["notebooks"].values()))
@@ -120,6 +122,38 @@ def test_a_cpu_times_a_small_batch_and_scales_it_per_image_a_gpu_the_profiles_ba
     timed.clear()
     estimate.estimate(profile.replace(batch_size=4), steps=1)
     assert {b for _, b in timed} == {4}
+
+
+@pytest.mark.parametrize("gpu", [False, True])
+def test_which_models_are_timed_depends_on_the_device_and_the_largest_input(monkeypatch, gpu):
+    import tensorflow as tf
+
+    timed = []
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: ["a GPU"] if gpu else [])
+    monkeypatch.setattr(steptime, "time_step", lambda name, size, batch, precision, steps, warmup, jit_compile=False:
+                        timed.append((name, size)) or {"step_s": 0.5})
+    everyone = {estimate.TEACHER, "DSNet", "MobileNet", "EfficientNetB0"}
+    # Small inputs (a teacher at its own, larger size included): every model, each at its own size.
+    small = config.get_profile("smoke", image_size=32, teacher_image_size=64)
+    result = estimate.estimate(small, steps=1)
+    assert {n for n, _ in timed} == everyone and (estimate.TEACHER, 64) in timed and ("DSNet", 32) in timed
+    assert all(m["timed"] for m in result["models"].values()) and "not timed" not in result["method"]
+    assert "the teacher at 64 px, the students at 32 px" in result["method"]
+    # Above CPU_TIME_ALL_UP_TO a CPU times DSNet alone and scales the others by FLOPs.
+    timed.clear()
+    large = config.get_profile("smoke", image_size=estimate.CPU_TIME_ALL_UP_TO + 32)
+    result = estimate.estimate(large, steps=1)
+    assert {n for n, _ in timed} == (everyone if gpu else {"DSNet"})
+    if not gpu:
+        assert not result["models"][estimate.TEACHER]["timed"]
+        flops = estimate.flops_per_image(large, [estimate.TEACHER, "DSNet"])
+        ratio = result["models"][estimate.TEACHER]["step_s"] / result["models"]["DSNet"]["step_s"]
+        assert ratio == pytest.approx(flops[estimate.TEACHER] / flops["DSNet"])
+        assert "not timed, scaled from DSNet's time by FLOPs" in result["method"]
+    # time_all overrides either way
+    timed.clear()
+    estimate.estimate(small, steps=1, time_all=False)
+    assert {n for n, _ in timed} == {"DSNet"}
 
 
 def test_flop_estimate_uses_the_assumed_t4_throughput():

@@ -24,9 +24,13 @@ Three ways to turn runs into hours:
   distinct model on this machine - built with ``weights=None`` (no
   download), at the profile's image size and batch size, with its mixed
   precision / XLA switches, on random images - after one or two warm-up
-  steps. On a CPU only DSNet is timed (the teacher and the large students
-  would take minutes at 224 px); every other model's step time is DSNet's
-  scaled by its FLOPs, and the report says so.
+  steps. A CPU times every model too when none reads images larger than
+  :data:`CPU_TIME_ALL_UP_TO` px (the ``kaggle-cpu`` profiles: a minute or
+  two); at larger sizes (the teacher and the large students would take
+  minutes at 224 px) it times DSNet alone, every other model's step time is
+  DSNet's scaled by its FLOPs, and the report says so. FLOPs are a poor
+  guide on a CPU: on 2 AVX2 cores the ResNet50 teacher's timed step at
+  64 px was 2.0 times its FLOP-scaled one, MobileNet's 7.8 times.
 * **flops** (:func:`flop_estimate`): FLOPs per image from
   :func:`kd_utils.tools.flops.analytic_flops` times the images a run
   processes, divided by an ASSUMED sustained training throughput of a T4
@@ -69,8 +73,14 @@ TRAIN_STEP_FACTOR = 3.0
 #: the per-epoch checkpoints, the teacher's logits, scoring the test split's records.
 RUN_OVERHEAD_S = 30.0
 
-#: Models a CPU times in the timed mode; the others are scaled from the first timed one by FLOPs.
+#: Models a CPU times in the timed mode when some model reads larger images than
+#: :data:`CPU_TIME_ALL_UP_TO`; the others are then scaled from the first timed one by FLOPs.
 CPU_TIMED = ("DSNet",)
+#: A CPU times every model when no model's input is larger than this (px). On 2 AVX2 cores at
+#: ``kaggle-cpu-robust``'s sizes (teacher 64 px, students 32 px) timing all four took 82 s against
+#: 11 s for DSNet alone, and the teacher's step came out at 4.9 s (batch 64) against 2.4 s scaled
+#: by FLOPs; that run's teacher epochs took 396-413 s (88 steps and the validation split).
+CPU_TIME_ALL_UP_TO = 128
 #: Largest batch a CPU times; the step of the profile's batch is scaled from it per image. A CPU's
 #: seconds per image do not depend on the batch (DSNet at 224 px on 2 cores: 0.191, 0.189 and 0.185
 #: s per image at batch 64, 16 and 8), and a step of 64 images takes it about 12 s.
@@ -258,6 +268,13 @@ def input_size(profile: config.Profile, model: str) -> int:
     return profile.teacher_size if model == TEACHER else profile.image_size
 
 
+def _sizes_text(profile: config.Profile, timed: list[str]) -> str:
+    """The input sizes the ``timed`` models were timed at, for the report."""
+    if TEACHER in timed and profile.teacher_size != profile.image_size:
+        return f"the teacher at {profile.teacher_size} px, the students at {profile.image_size} px"
+    return f"{profile.image_size} px"
+
+
 def flops_per_image(profile: config.Profile, names) -> dict[str, float]:
     """:func:`model_flops` of each model at the size it trains at in ``profile``."""
     return {name: model_flops([name], input_size(profile, name))[name] for name in names}
@@ -319,9 +336,10 @@ def estimate(profile: config.Profile, steps: int = 3, warmup: int = 1, chosen: d
              time_all: bool | None = None, log=None) -> dict:
     """Hours of the profile's runs on THIS machine, from ``steps`` timed training steps per model.
 
-    ``time_all`` (default: only on a GPU) times every distinct model; otherwise
-    only :data:`CPU_TIMED` are timed and the others are scaled from the
-    first of them by their FLOPs. A GPU times steps of the profile's batch; a
+    ``time_all`` (default: on a GPU, and on a CPU when no model's input is
+    larger than :data:`CPU_TIME_ALL_UP_TO` px) times every distinct model;
+    otherwise only :data:`CPU_TIMED` are timed and the others are scaled
+    from the first of them by their FLOPs. A GPU times steps of the profile's batch; a
     CPU times steps of at most :data:`CPU_TIMING_BATCH` images and scales them
     to the profile's batch per image."""
     import tensorflow as tf
@@ -330,10 +348,11 @@ def estimate(profile: config.Profile, steps: int = 3, warmup: int = 1, chosen: d
     from ..experiments.runs import accelerator_options
 
     gpu = bool(tf.config.list_physical_devices("GPU"))
-    time_all = gpu if time_all is None else time_all
     runs = planned_runs(profile, chosen)
     sizes, where = split_sizes(profile)
     names = list(dict.fromkeys(r.model for r in runs))
+    if time_all is None:
+        time_all = gpu or max(input_size(profile, m) for m in names) <= CPU_TIME_ALL_UP_TO
     flops = flops_per_image(profile, names)
     timed = names if time_all else [m for m in names if m in CPU_TIMED]
     batch = profile.batch_size if gpu else min(profile.batch_size, CPU_TIMING_BATCH)
@@ -357,7 +376,7 @@ def estimate(profile: config.Profile, steps: int = 3, warmup: int = 1, chosen: d
     untimed = [m for m in names if not models_[m]["timed"]]
     scaled = "" if batch == profile.batch_size else f", scaled per image to the profile's batch of {profile.batch_size}"
     method = (f"estimate from {steps} timed training step(s) per model (batch {batch}{scaled}, "
-              f"{profile.image_size} px, random images, after {max(warmup, 1)} warm-up step(s)), plus "
+              f"{_sizes_text(profile, timed)}, random images, after {max(warmup, 1)} warm-up step(s)), plus "
               f"{RUN_OVERHEAD_S:g} s per run")
     if untimed:
         method += f"; not timed, scaled from {reference}'s time by FLOPs: {', '.join(untimed)}"
