@@ -113,6 +113,23 @@ def test_alpha_one_is_plain_supervised_training():
         np.testing.assert_allclose(a, b, atol=1e-6)
 
 
+def test_at_alpha_one_the_teachers_logits_leave_no_trace_in_the_weights():
+    # The no-teacher baseline's run key leaves the teacher out (one baseline for every
+    # teacher): that holds only if whatever logits ride along change no bit of the student.
+    x, y = batch(32)
+    rng = np.random.default_rng(3)
+    weights = []
+    for logits in (np.zeros((32, 2), np.float32), rng.normal(0, 20, (32, 2)).astype(np.float32)):
+        student = tiny_model(5, "s", batchnorm=True)
+        d = Distiller(student=student, teacher=None)
+        d.compile(optimizer=keras.optimizers.Adam(1e-2, use_ema=True, ema_momentum=0.9), alpha=1.0,
+                  temperature=10.0, scale_by_t2=True)
+        for step in range(3):
+            d.train_on_batch({"images": x, "teacher_logits": logits}, y)
+        weights.append([w.tobytes() for w in student.get_weights()])
+    assert weights[0] == weights[1]
+
+
 def test_precomputed_teacher_logits_give_the_same_loss():
     student, teacher = tiny_model(1, "s"), tiny_model(2, "t")
     x, y = batch()
