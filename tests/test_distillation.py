@@ -124,7 +124,7 @@ def test_at_alpha_one_the_teachers_logits_leave_no_trace_in_the_weights():
         d = Distiller(student=student, teacher=None)
         d.compile(optimizer=keras.optimizers.Adam(1e-2, use_ema=True, ema_momentum=0.9), alpha=1.0,
                   temperature=10.0, scale_by_t2=True)
-        for step in range(3):
+        for _ in range(3):
             d.train_on_batch({"images": x, "teacher_logits": logits}, y)
         weights.append([w.tobytes() for w in student.get_weights()])
     assert weights[0] == weights[1]
