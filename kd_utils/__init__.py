@@ -19,7 +19,7 @@ the map):
   ``dry_run``;
 * ``kd_utils.tools``: ``commands`` (behind ``__main__``, the command line),
   ``deploy``, ``tflite_export``, ``model_card``, ``benchmark``, ``flops``,
-  ``estimate``, ``steptime``, ``external``, ``shortcuts``, ``duplicates``.
+  ``estimate``, ``steptime``, ``external``, ``shortcuts``, ``screen``, ``duplicates``.
 
 TensorFlow is imported by the modules that need it, not by this package.
 """

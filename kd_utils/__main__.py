@@ -47,6 +47,15 @@
     lesion as it is (black frames, dark corners, zoom, exposure, contrast,
     colour cast): accuracy, share called malignant and share of calls that
     flip, per transform (:mod:`kd_utils.tools.shortcuts`).
+``python -m kd_utils screen [--profile ...] [--set FIELD=VALUE ...] [--view NAME=VALUE ...] [--models dsnet teacher] [--seeds ...] [--converged] [--json]``
+    A candidate change to a profile, measured where choices are made: DSNet
+    without a teacher (each seed) and, with ``--models teacher``, the
+    teacher, trained with the change (or loaded when done) and scored on the
+    validation split only - accuracy and the share of calls that flip under
+    the shortcut battery. ``--set`` changes a profile field (``color_constancy=false``),
+    ``--view`` a number of the robust views (``vignette_probability=0.5``);
+    with neither, the profile itself (the baseline). Never reads the test
+    split or an external folder (:mod:`kd_utils.tools.screen`).
 ``python -m kd_utils download [--source kaggle|isic] [--out DIR] [--limit N] [--force]``
     The paper profile's images: the public Kaggle dataset (default; needs
     ``pip install kagglehub``, no account) copied to
@@ -133,8 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     profiles = list(config.PROFILE_NAMES)
     parser = _Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                                help="reproduce, estimate, quickstart, export, predict, evaluate, shortcuts, benchmark "
-                                     "or download")
+                                help="reproduce, estimate, quickstart, export, predict, evaluate, shortcuts, screen, "
+                                     "benchmark or download")
     rep = sub.add_parser("reproduce", help="run the notebooks in order and collect tables and figures")
     rep.add_argument("--profile", choices=profiles, default=None,
                      help="default: $KD_PROFILE, else paper with a GPU, else kaggle-cpu where the Kaggle images are "
@@ -202,6 +211,21 @@ def build_parser() -> argparse.ArgumentParser:
     cut.add_argument("--limit", type=_count(2), default=None, help="at most this many images, drawn at random")
     cut.add_argument("--seed", type=_count(0), default=0, help="seed of that draw (default 0)")
     cut.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    scr = sub.add_parser("screen", help="a candidate change to a profile on the validation split and the shortcut "
+                                         "battery (training what it needs)")
+    scr.add_argument("--profile", choices=profiles, default=None, help="default: $KD_PROFILE or cpu")
+    scr.add_argument("--set", dest="settings", nargs="+", metavar="FIELD=VALUE", default=None,
+                     help="profile fields to change, e.g. color_constancy=false (see kd_utils.tools.screen.SETTINGS)")
+    scr.add_argument("--view", dest="views", nargs="+", metavar="NAME=VALUE", default=None,
+                     help="numbers of the robust views to change, e.g. vignette_probability=0.5 or zoom=0.6,1.5 "
+                          "(kd_utils.batches.ROBUST)")
+    scr.add_argument("--models", nargs="+", choices=["dsnet", "teacher"], default=["dsnet"],
+                     help="dsnet: DSNet without a teacher, each seed (default); teacher: the teacher (one run)")
+    scr.add_argument("--seeds", nargs="+", type=_count(0), metavar="SEED", default=None,
+                     help="DSNet seeds (default: the profile's; the first two with --converged)")
+    scr.add_argument("--converged", action="store_true",
+                     help="DSNet on the profile's convergence schedule (notebook 03's check) instead of its epochs")
+    scr.add_argument("--json", action="store_true", help="one JSON document on stdout")
     bench = sub.add_parser("benchmark", help="size, FLOPs, latency, throughput and training-side timings on this machine")
     bench.add_argument("--out", default=None, help="folder for benchmark.md/.csv/.png (default: results/benchmark)")
     bench.add_argument("--runs", type=_count(1), default=None, help="timed batch-1 calls per model (default 50)")
@@ -217,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args) -> int:
-    uses_profile = args.command in ("reproduce", "quickstart", "export", "estimate") or (
+    uses_profile = args.command in ("reproduce", "quickstart", "export", "estimate", "screen") or (
         args.command == "predict" and not args.model)
     if args.command == "reproduce" and args.dry_run:
         args.profile = commands.dry_run_profile_name(args.profile)
@@ -245,6 +269,10 @@ def _run(args) -> int:
         return commands.export(args.model, args.quantize, args.profile, args.out, args.calibration)
     if args.command == "predict":
         return commands.predict(args.paths, args.model, args.profile, args.output)
+    if args.command == "screen":
+        commands.check_folder_env("KD_DATA_DIR", paths.data_dir())
+        settings, views = commands.check_screen(args.settings, args.views)
+        return commands.screen(args.profile, settings, views, args.models, args.seeds, args.converged, args.json)
     if args.command == "shortcuts":
         return commands.shortcuts(args.model, args.folder, args.split, args.limit, args.seed, args.json)
     if args.command == "evaluate":

@@ -70,6 +70,22 @@ def test_runs_repeat_over_seeds_and_keep_their_test_predictions(tiny, artifacts)
     assert [r["test"] for r in again] == [r["test"] for r in kd]
 
 
+def test_the_run_without_a_teacher_needs_none_and_is_the_same_run(tiny, tmp_path, monkeypatch):
+    """teacher=None at alpha = 1: the key of the run with a teacher, and its weights to the bit."""
+    profile, manifest, teacher = tiny
+    profile = profile.replace(seeds=(1,), student_epochs=1)
+    trained = {}
+    for name, given in (("teacher", teacher), ("none", None)):
+        monkeypatch.setenv("KD_ARTIFACTS", str(tmp_path / name))  # each trains its own run
+        model, record = pipeline.distill_student(profile, manifest, given, alpha=1.0, seed=1, verbose=0)
+        assert record["run_dir"].startswith(str(tmp_path / name))
+        test = {k: v for k, v in record["test"].items() if k != "prediction_seconds"}
+        trained[name] = (record["key"], [w.tobytes() for w in model.get_weights()], test)
+    assert trained["teacher"] == trained["none"]
+    with pytest.raises(ValueError, match="teacher=None needs alpha=1"):
+        pipeline.distill_student(profile, manifest, None, seed=1, verbose=0)  # the profile's alpha, 0.1
+
+
 def test_an_eager_profile_trains_the_student_graph_mode_trains(tiny, artifacts):
     """smoke runs its steps eagerly (tracing would be most of its time): same
     training, same predictions, a run of its own that says so."""

@@ -79,7 +79,7 @@ def control_logits(logits: np.ndarray, control: str | None, seed: int) -> np.nda
 
 
 def datasets(profile: config.Profile, manifest: data.Manifest, batch_size: int | None = None, teacher=None,
-             teacher_control: str | None = None, augment: str | None = None):
+             teacher_control: str | None = None, augment: str | None = None, zero_logits: bool = False):
     """``(train, val, test)`` tf.data pipelines at the profile's image size.
 
     ``train`` is an :class:`~kd_utils.batches.EpochDataset` (``train.for_epoch(k)``):
@@ -91,13 +91,17 @@ def datasets(profile: config.Profile, manifest: data.Manifest, batch_size: int |
     those logits by a control's (:func:`control_logits`). ``augment``
     (``"dihedral"`` or ``"robust"``, :data:`kd_utils.batches.AUGMENTATIONS`)
     draws new views of the training images every epoch; the teacher's logits
-    stay those of the images as they are.
+    stay those of the images as they are. ``zero_logits`` (no teacher): the
+    batches carry logits of zero instead, for a Distiller at ``alpha = 1``,
+    whose loss gives them no weight.
     """
     batch_size = batch_size or profile.batch_size
 
     def logits(split):
-        if teacher is None or split == "test":
+        if split == "test" or (teacher is None and not zero_logits):
             return None
+        if teacher is None:
+            return np.zeros((len(manifest.split(split)), 2), np.float32)
         seed = profile.seed * 10 + data.SPLITS.index(split)
         return control_logits(teacher_logits(profile, manifest, teacher, split), teacher_control, seed)
 
@@ -315,8 +319,18 @@ def distill_student(
     its fidelity to the real teacher on the test split (top-1 agreement and
     KL at T = 1). ``robust`` (default: the profile's ``robust_students``)
     trains the student on :func:`kd_utils.batches.robust_view` views.
+
+    ``teacher=None`` is allowed with ``alpha = 1`` only: the run without a
+    teacher needs none (its key never names one). Its batches then carry
+    logits of zero, which the loss ignores at ``alpha = 1`` as it ignores
+    the teacher's - the weights come out the same to the bit, and one run
+    serves both calls; only the logged ``distillation_loss`` (weight 0) is
+    taken against whichever logits trained it.
     """
-    teacher_id = runs.teacher_key(teacher)
+    if teacher is None and (profile.alpha if alpha is None else float(alpha)) < 1.0:
+        raise ValueError("A student can only be distilled from a teacher: teacher=None needs alpha=1 "
+                         "(the run without a teacher).")
+    teacher_id = None if teacher is None else runs.teacher_key(teacher)
     key, run_dir, run_config = runs.student_run(
         profile, manifest.content_hash, teacher_id, student, temperature=temperature, alpha=alpha,
         batch_size=batch_size, scale_by_t2=scale_by_t2, soft_loss=soft_loss, seed=seed,
@@ -328,7 +342,8 @@ def distill_student(
         runs.release_memory()
         training.set_seeds(c["seed"])
         splits = datasets(profile, manifest, batching.micro_batch, teacher=teacher,
-                          teacher_control=c["teacher_control"], augment="robust" if "augment" in c else None)
+                          teacher_control=c["teacher_control"], augment="robust" if "augment" in c else None,
+                          zero_logits=teacher is None)
         with runs.build_scope(strategy, accel.get("mixed_precision", False)):
             model = models.build_student(student, profile.image_size, weights=c["weights"],
                                          color_constancy=profile.color_constancy)

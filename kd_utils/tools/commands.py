@@ -455,6 +455,44 @@ def shortcuts(model: str, folder: str, split: str | None = None, limit: int | No
     return EXIT_OK
 
 
+def check_screen(settings: list[str] | None, views: list[str] | None) -> tuple[dict, dict]:
+    """``screen``'s ``--set`` and ``--view`` as dicts, each checked (a bad one is a usage error)."""
+    from . import screen as screening
+
+    try:
+        parsed = [dict(screening.parse_setting(t) for t in settings or ()),
+                  dict(screening.parse_view(t) for t in views or ())]
+    except screening.ScreenError as err:
+        raise UsageError(str(err)) from None
+    return parsed[0], parsed[1]
+
+
+def screen(profile_name: str | None, settings: dict, views: dict, models: list[str], seeds=None,
+           converged: bool = False, as_json: bool = False) -> int:
+    """``screen``: a candidate setting on the validation split and the battery (:mod:`kd_utils.tools.screen`)."""
+    from .. import config
+    from . import screen as screening
+
+    profile = config.get_profile(profile_name)
+    try:
+        profile.replace(**settings)
+    except ValueError as err:
+        raise UsageError(f"--set: {err}") from None
+    if converged and not profile.converged_epochs:
+        raise UsageError(f"--converged: profile {profile.name} has no convergence schedule (converged_epochs = 0)")
+    log = (lambda line: print(line, file=sys.stderr, flush=True)) if as_json else print
+    result = screening.screen(profile, settings, views, models=tuple(models), seeds=seeds, converged=converged,
+                              log=log)
+    if as_json:
+        import json
+
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print()
+        print(screening.text(result))
+    return EXIT_OK
+
+
 def download_data(source: str, out: str | None, limit: int | None, force: bool) -> int:
     """``download``: fetch, then say where and how many; 1 when the counts differ."""
     from ..experiments.download import download

@@ -1,0 +1,141 @@
+"""Screening a candidate setting: validation split and battery only, changes in the run keys."""
+
+import json
+
+import keras
+import pytest
+
+from kd_utils import batches, config, models
+from kd_utils.experiments import pipeline
+from kd_utils.tools import screen, shortcuts
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("color_constancy=false", ("color_constancy", False)),
+    ("color_constancy=On", ("color_constancy", True)),
+    ("student_epochs=40", ("student_epochs", 40)),
+    ("student_weight_average=none", ("student_weight_average", None)),
+    ("lr_dsnet=3e-4", ("lr_dsnet", 3e-4)),
+])
+def test_settings_are_parsed_to_the_fields_type(text, expected):
+    assert screen.parse_setting(text) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("vignette_probability=0.5", ("vignette_probability", 0.5)),
+    ("zoom=0.6,1.5", ("zoom", (0.6, 1.5))),
+])
+def test_views_are_parsed_to_the_entrys_shape(text, expected):
+    assert screen.parse_view(text) == expected
+
+
+@pytest.mark.parametrize("parse, text, words", [
+    (screen.parse_setting, "image_size=64", ["'image_size' is not a setting", "batch_size"]),
+    (screen.parse_setting, "batch_size=big", ["batch_size takes a whole number", "'big'"]),
+    (screen.parse_setting, "=1", ["expected NAME=VALUE"]),
+    (screen.parse_view, "hue=0.1", ["hue takes LOW,HIGH", "now -0.04,0.04"]),
+    (screen.parse_view, "field_probability=none", ["field_probability takes numbers"]),
+])
+def test_bad_changes_say_what_is_wrong(parse, text, words):
+    with pytest.raises(screen.ScreenError) as err:
+        parse(text)
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_view_changes_last_as_long_as_the_block_even_when_it_fails():
+    before = dict(batches.ROBUST)
+    with pytest.raises(RuntimeError):
+        with screen.robust_views({"vignette_probability": 0.5, "zoom": (0.6, 1.5)}):
+            assert batches.ROBUST["vignette_probability"] == 0.5 and batches.ROBUST["zoom"] == (0.6, 1.5)
+            raise RuntimeError("a run failed")
+    assert batches.ROBUST == before
+
+
+@pytest.fixture
+def tiny_screen(tiny_manifest, monkeypatch):
+    """The smoke profile on the tiny manifest, every split a screen reads recorded."""
+    profile = config.get_profile("smoke", image_size=32, batch_size=32, seeds=(1, 2), student_epochs=1,
+                                 robust_students=True)
+    monkeypatch.setattr(pipeline, "prepare_data", lambda p, *a, **k: tiny_manifest)
+    scored = []
+    report = shortcuts.report_split
+
+    def recording(model, manifest, split="val", **kwargs):
+        scored.append(split)
+        return report(model, manifest, split, **kwargs)
+
+    monkeypatch.setattr(shortcuts, "report_split", recording)
+    return profile, scored
+
+
+def test_a_screen_trains_dsnet_without_teacher_per_seed_and_scores_validation_only(tiny_screen, tiny_manifest):
+    profile, scored = tiny_screen
+    base = screen.screen(profile, log=lambda line: None)
+    assert scored == ["val", "val"]
+    assert list(base.runs.seed) == [1, 2] and set(base.runs.model) == {"DSNet without teacher"}
+    assert list(base.flips.columns) == ["DSNet s1", "DSNet s2"]
+    names = [t.name for t in shortcuts.BATTERY + shortcuts.FLOOR]
+    assert list(base.flips.index) == names
+    # The largest flip is the battery's, never the floor's.
+    for _, row in base.runs.iterrows():
+        column = base.flips[f"DSNet s{row.seed}"]
+        assert row["largest flip"] == pytest.approx(column.iloc[:len(shortcuts.BATTERY)].max())
+        assert row["transforms over 5%"] == int((column.iloc[:len(shortcuts.BATTERY)] > 0.05).sum())
+    # The same runs as the profile's own: the baseline of a screen is the profile.
+    again = [pipeline.distill_student(profile, tiny_manifest, None, alpha=1.0, seed=s, verbose=0)[1]["key"]
+             for s in (1, 2)]
+    assert list(base.runs.key) == again
+    document = json.dumps(base.to_json())
+    assert "test" not in document.lower()
+
+
+def test_a_changed_setting_or_view_trains_new_runs_and_leaves_the_views_as_they_were(tiny_screen):
+    profile, _ = tiny_screen
+    before = dict(batches.ROBUST)
+    base = screen.screen(profile, seeds=[1], log=lambda line: None)
+    views = screen.screen(profile, views={"vignette_probability": 0.5}, seeds=[1], log=lambda line: None)
+    plain = screen.screen(profile, {"color_constancy": True}, seeds=[1], log=lambda line: None)
+    keys = [r.runs.key[0] for r in (base, views, plain)]
+    assert len(set(keys)) == 3
+    assert views.changes == {"views.vignette_probability": 0.5} and plain.changes == {"color_constancy": True}
+    assert batches.ROBUST == before
+
+
+def test_the_teacher_is_screened_with_the_changed_profile(tiny_screen, monkeypatch):
+    profile, scored = tiny_screen
+    trained = []
+
+    def fake_teacher(p, manifest, verbose=0):
+        trained.append(p)
+        keras.utils.set_random_seed(0)
+        model = models.build_dsnet(32)
+        return model, {"key": "t", "best_val_accuracy": 0.75, "best_epoch": 3, "history": {"loss": [1.0] * 4}}
+
+    monkeypatch.setattr(pipeline, "train_teacher", fake_teacher)
+    result = screen.screen(profile, {"color_constancy": True}, models=("teacher",), log=lambda line: None)
+    assert [p.color_constancy for p in trained] == [True]
+    assert scored == ["val"]
+    row = result.runs.iloc[0]
+    assert (row.model, row.seed, row["val accuracy"], row.epochs, row["best epoch"]) == ("teacher", 10, 0.75, 4, 3)
+    assert list(result.flips.columns) == ["teacher"]
+
+
+def test_screen_refuses_what_it_cannot_change(tiny_screen):
+    profile, _ = tiny_screen
+    with pytest.raises(screen.ScreenError, match="'image_size' is not a setting"):
+        screen.screen(profile, {"image_size": 64})
+    with pytest.raises(screen.ScreenError, match="models are some of dsnet, teacher, got vgg"):
+        screen.screen(profile, models=("vgg",))
+    with pytest.raises(screen.ScreenError, match="no convergence schedule"):
+        screen.screen(config.get_profile("paper"), converged=True)
+
+
+def test_converged_screens_use_the_profiles_convergence_schedule(tiny_screen):
+    profile, _ = tiny_screen
+    result = screen.screen(profile, converged=True, log=lambda line: None)
+    schedule = profile.converged()
+    assert list(result.runs.seed) == list(schedule.seeds)
+    assert result.changes["schedule"] == (f"converged: up to {schedule.student_epochs} epochs, "
+                                          f"patience {schedule.student_patience}")
+    assert all(e <= schedule.student_epochs for e in result.runs.epochs)
