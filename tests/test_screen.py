@@ -121,11 +121,32 @@ def test_the_teacher_is_screened_with_the_changed_profile(tiny_screen, monkeypat
     assert list(result.flips.columns) == ["teacher"]
 
 
+def test_distilled_students_learn_from_the_screened_teacher_trained_once(tiny_screen, monkeypatch):
+    profile, scored = tiny_screen
+    trained = []
+
+    def fake_teacher(p, manifest, verbose=0):
+        trained.append(p)
+        keras.utils.set_random_seed(0)
+        return models.build_dsnet(32), {"key": "t", "best_val_accuracy": 0.75, "best_epoch": 1,
+                                        "history": {"loss": [1.0]}}
+
+    monkeypatch.setattr(pipeline, "train_teacher", fake_teacher)
+    result = screen.screen(profile, models=("teacher", "distilled", "dsnet"), log=lambda line: None)
+    assert len(trained) == 1
+    assert list(result.runs.model) == ["teacher"] + ["DSNet distilled (T = 10, alpha = 0.1)"] * 2 + [
+        "DSNet without teacher"] * 2
+    assert list(result.flips.columns) == ["teacher", "distilled s1", "distilled s2", "DSNet s1", "DSNet s2"]
+    assert scored == ["val"] * 5
+    distilled, alone = result.runs.key[1:3].tolist(), result.runs.key[3:].tolist()
+    assert not set(distilled) & set(alone)
+
+
 def test_screen_refuses_what_it_cannot_change(tiny_screen):
     profile, _ = tiny_screen
     with pytest.raises(screen.ScreenError, match="'image_size' is not a setting"):
         screen.screen(profile, {"image_size": 64})
-    with pytest.raises(screen.ScreenError, match="models are some of dsnet, teacher, got vgg"):
+    with pytest.raises(screen.ScreenError, match="models are some of dsnet, teacher, distilled, got vgg"):
         screen.screen(profile, models=("vgg",))
     with pytest.raises(screen.ScreenError, match="no convergence schedule"):
         screen.screen(config.get_profile("paper"), converged=True)

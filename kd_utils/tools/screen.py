@@ -45,8 +45,10 @@ SETTINGS = {
     "batch_size": int,
 }
 
-#: What a screen trains: ``dsnet`` (without a teacher, one run per seed) and ``teacher``.
-MODELS = ("dsnet", "teacher")
+#: What a screen trains: ``dsnet`` (without a teacher, one run per seed),
+#: ``teacher`` and ``distilled`` (DSNet distilled from that teacher at the
+#: profile's temperature and alpha, one run per seed).
+MODELS = ("dsnet", "teacher", "distilled")
 
 
 class ScreenError(ValueError):
@@ -149,7 +151,7 @@ def summarise(name: str, seed, record: dict, table: pd.DataFrame) -> tuple[dict,
 
 def screen(profile: config.Profile, settings: dict | None = None, views: dict | None = None, *,
            models=("dsnet",), seeds=None, converged: bool = False, verbose: int = 0, log=print) -> Screen:
-    """Train the models of ``models`` with ``settings`` (profile fields) and
+    """Train the models of ``models`` (:data:`MODELS`) with ``settings`` (profile fields) and
     ``views`` (:data:`kd_utils.batches.ROBUST` entries), or load them when
     their runs are done, and score each on the validation split.
 
@@ -179,20 +181,27 @@ def screen(profile: config.Profile, settings: dict | None = None, views: dict | 
     rows, columns = [], {}
     with robust_views(views):
         manifest = pipeline.prepare_data(changed)
-        if "teacher" in models:
+        teacher = None
+        if "teacher" in models or "distilled" in models:
             teacher, record = pipeline.train_teacher(changed, manifest, verbose=verbose)
-            row, flips = summarise("teacher", changed.seed, record, shortcuts.report_split(teacher, manifest, "val"))
-            rows.append(row)
-            columns["teacher"] = flips
-            log(_line(row))
-        if "dsnet" in models:
-            for seed in student_profile.seeds:
-                model, record = pipeline.distill_student(student_profile, manifest, None, alpha=1.0, seed=seed,
-                                                         verbose=verbose)
-                row, flips = summarise("DSNet without teacher", seed, record,
-                                       shortcuts.report_split(model, manifest, "val"))
+            if "teacher" in models:
+                row, flips = summarise("teacher", changed.seed, record,
+                                       shortcuts.report_split(teacher, manifest, "val"))
                 rows.append(row)
-                columns[f"DSNet s{seed}"] = flips
+                columns["teacher"] = flips
+                log(_line(row))
+        students = [("distilled", f"DSNet distilled (T = {changed.temperature:g}, alpha = {changed.alpha:g})",
+                     "distilled", teacher, None),
+                    ("dsnet", "DSNet without teacher", "DSNet", None, 1.0)]
+        for wanted, name, short, given, alpha in students:
+            if wanted not in models:
+                continue
+            for seed in student_profile.seeds:
+                model, record = pipeline.distill_student(student_profile, manifest, given, alpha=alpha, seed=seed,
+                                                         verbose=verbose)
+                row, flips = summarise(name, seed, record, shortcuts.report_split(model, manifest, "val"))
+                rows.append(row)
+                columns[f"{short} s{seed}"] = flips
                 log(_line(row))
     changes = {**settings, **{f"views.{k}": list(v) if isinstance(v, tuple) else v for k, v in views.items()}}
     if converged:
