@@ -162,7 +162,13 @@ ROBUST = {
     "intensity": (0.7, 1.3),      # every pixel times this
     "contrast": (0.7, 1.3),       # distance from the image's mean times this
     "hue": (-0.04, 0.04),         # hue shift, in turns of the colour wheel
+    "channel_gain": (1.0, 1.0),   # each colour channel times its own draw, log-uniform (1, 1: none)
 }
+
+#: Entries of :data:`ROBUST` that change nothing at these values: left out of
+#: the run keys then (:func:`kd_utils.experiments.runs.view_config`), so runs
+#: from before the entry existed keep their keys.
+ROBUST_NEUTRAL = {"channel_gain": (1.0, 1.0)}
 
 
 def robust_view(image, seed: int, index):
@@ -170,7 +176,8 @@ def robust_view(image, seed: int, index):
 
     The square's symmetries (:func:`dihedral`), then a zoom out (the image
     shrunk inside black) or in, a dermoscope's black circular field or dark
-    corners now and then, and intensity, contrast and hue jitter - the
+    corners now and then, and intensity, contrast and hue jitter (and, when
+    ``channel_gain`` is not (1, 1), a gain per colour channel) - the
     frames, vignettes and exposures that mark one class more than the other
     in the Kaggle release (notebook 01), put on images of both classes alike
     (:data:`ROBUST`). Drawn from ``(seed, index)`` only, like :func:`dihedral`,
@@ -202,6 +209,11 @@ def robust_view(image, seed: int, index):
     mean = tf.reduce_mean(x)
     x = (x - mean) * between(ROBUST["contrast"], u[8]) + mean
     x = tf.image.adjust_hue(tf.clip_by_value(x, 0.0, 255.0) / 255.0, between(ROBUST["hue"], u[9])) * 255.0
+    gain = tuple(ROBUST["channel_gain"])
+    if gain != ROBUST_NEUTRAL["channel_gain"]:  # a draw of its own: the views above stay as they were
+        g = tf.random.stateless_uniform([3], seed=tf.stack([tf.cast(seed, tf.int64) + 5_003_000,
+                                                            tf.cast(index, tf.int64)]))
+        x = x * tf.exp(between((float(np.log(gain[0])), float(np.log(gain[1]))), g))
     return tf.cast(tf.round(tf.clip_by_value(x, 0.0, 255.0)), image.dtype)
 
 

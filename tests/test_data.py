@@ -421,6 +421,32 @@ def test_the_training_vignette_keeps_the_centre_and_darkens_the_corners(monkeypa
     assert view[0, 0, 0] < view[4, 4, 0] < view[0, 20, 0] < 200  # darker towards the corners
 
 
+def test_channel_gains_recolour_each_channel_within_their_range_only_when_set(monkeypatch):
+    import tensorflow as tf
+
+    from kd_utils.experiments import runs
+
+    nothing_else = {"zoom": (1.0, 1.0), "field_probability": 0.0, "vignette_probability": 0.0,
+                    "intensity": (1.0, 1.0), "contrast": (1.0, 1.0), "hue": (0.0, 0.0)}
+    for key, value in nothing_else.items():
+        monkeypatch.setitem(batches.ROBUST, key, value)
+    image = tf.constant(np.full((16, 16, 3), 100, np.uint8))
+    assert np.all(batches.robust_view(image, 1, 0).numpy() == 100)
+    profile = config.get_profile("kaggle-cpu-robust")
+    assert "channel_gain" not in runs.view_config("robust", profile)["views"]  # keys from before it existed
+    monkeypatch.setitem(batches.ROBUST, "channel_gain", (0.8, 1.25))
+    assert runs.view_config("robust", profile)["views"]["channel_gain"] == [0.8, 1.25]
+    gains = []
+    for index in range(30):
+        view = batches.robust_view(image, 1, index).numpy()
+        assert np.all(view == view[0, 0])  # one gain per channel over the whole image
+        gains.append(view[0, 0] / 100.0)
+    gains = np.array(gains)
+    assert gains.min() >= 0.8 - 0.01 and gains.max() <= 1.25 + 0.01
+    assert gains.std(axis=0).min() > 0.05  # every channel varies ...
+    assert np.mean(np.abs(gains[:, 0] - gains[:, 2]) > 0.02) > 0.5  # ... and not with the others
+
+
 def test_robust_epochs_are_reproducible_for_exact_resume(tiny_manifest):
     augmented = batches.make_dataset(tiny_manifest, "train", 32, 16, seed=3, per_epoch=True, augment="robust")
     first = np.concatenate([x.numpy() for x, _ in augmented.for_epoch(2)])

@@ -24,6 +24,7 @@ def test_settings_are_parsed_to_the_fields_type(text, expected):
 @pytest.mark.parametrize("text, expected", [
     ("vignette_probability=0.5", ("vignette_probability", 0.5)),
     ("zoom=0.6,1.5", ("zoom", (0.6, 1.5))),
+    ("channel_gain=0.8,1.25", ("channel_gain", (0.8, 1.25))),
 ])
 def test_views_are_parsed_to_the_entrys_shape(text, expected):
     assert screen.parse_view(text) == expected
@@ -35,6 +36,7 @@ def test_views_are_parsed_to_the_entrys_shape(text, expected):
     (screen.parse_setting, "=1", ["expected NAME=VALUE"]),
     (screen.parse_view, "hue=0.1", ["hue takes LOW,HIGH", "now -0.04,0.04"]),
     (screen.parse_view, "field_probability=none", ["field_probability takes numbers"]),
+    (screen.parse_view, "channel_gain=0,1.2", ["channel_gain takes factors above 0"]),
 ])
 def test_bad_changes_say_what_is_wrong(parse, text, words):
     with pytest.raises(screen.ScreenError) as err:

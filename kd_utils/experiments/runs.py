@@ -181,7 +181,8 @@ def view_config(augment: str | None, profile: config.Profile) -> dict:
     described = {None: None, "dihedral": TEACHER_AUGMENT, "robust": ROBUST_AUGMENT}[augment]
     # The robust views' numbers themselves, not only their description: a change to
     # batches.ROBUST gives new keys, so runs trained on other views are not reused.
-    views = {k: list(v) if isinstance(v, tuple) else v for k, v in batches.ROBUST.items()}
+    views = {k: list(v) if isinstance(v, tuple) else v for k, v in batches.ROBUST.items()
+             if k not in batches.ROBUST_NEUTRAL or tuple(v) != batches.ROBUST_NEUTRAL[k]}
     return {**({"augment": described} if described else {}),
             **({"views": views} if augment == "robust" else {}),
             **({"color_constancy": COLOR_CONSTANCY} if profile.color_constancy else {})}

@@ -97,6 +97,8 @@ def parse_view(text: str) -> tuple[str, object]:
     parts = [_value(name, part, float) for part in value.split(",")]
     if any(p is None for p in parts):
         raise ScreenError(f"{name} takes numbers, got {value!r}.")
+    if name in ("zoom", "channel_gain") and min(parts) <= 0:
+        raise ScreenError(f"{name} takes factors above 0, got {value!r}.")
     if isinstance(current, tuple):
         if len(parts) != len(current) or parts[0] > parts[1]:
             raise ScreenError(f"{name} takes LOW,HIGH with LOW <= HIGH (now {current[0]:g},{current[1]:g}), got {value!r}.")
