@@ -104,8 +104,10 @@ def test_a_changed_setting_or_view_trains_new_runs_and_leaves_the_views_as_they_
     assert batches.ROBUST == before
 
 
-def test_the_teacher_is_screened_with_the_changed_profile(tiny_screen, monkeypatch):
-    profile, scored = tiny_screen
+@pytest.fixture
+def trained_teachers(monkeypatch):
+    """``pipeline.train_teacher`` replaced by a small model with a made-up record
+    (4 epochs, best the 3rd, validation 0.75); the profiles it was given, in order."""
     trained = []
 
     def fake_teacher(p, manifest, verbose=0):
@@ -115,6 +117,12 @@ def test_the_teacher_is_screened_with_the_changed_profile(tiny_screen, monkeypat
         return model, {"key": "t", "best_val_accuracy": 0.75, "best_epoch": 3, "history": {"loss": [1.0] * 4}}
 
     monkeypatch.setattr(pipeline, "train_teacher", fake_teacher)
+    return trained
+
+
+def test_the_teacher_is_screened_with_the_changed_profile(tiny_screen, trained_teachers):
+    profile, scored = tiny_screen
+    trained = trained_teachers
     result = screen.screen(profile, {"color_constancy": True}, models=("teacher",), log=lambda line: None)
     assert [p.color_constancy for p in trained] == [True]
     assert scored == ["val"]
@@ -123,17 +131,9 @@ def test_the_teacher_is_screened_with_the_changed_profile(tiny_screen, monkeypat
     assert list(result.flips.columns) == ["teacher"]
 
 
-def test_distilled_students_learn_from_the_screened_teacher_trained_once(tiny_screen, monkeypatch):
+def test_distilled_students_learn_from_the_screened_teacher_trained_once(tiny_screen, trained_teachers):
     profile, scored = tiny_screen
-    trained = []
-
-    def fake_teacher(p, manifest, verbose=0):
-        trained.append(p)
-        keras.utils.set_random_seed(0)
-        return models.build_dsnet(32), {"key": "t", "best_val_accuracy": 0.75, "best_epoch": 1,
-                                        "history": {"loss": [1.0]}}
-
-    monkeypatch.setattr(pipeline, "train_teacher", fake_teacher)
+    trained = trained_teachers
     result = screen.screen(profile, models=("teacher", "distilled", "dsnet"), log=lambda line: None)
     assert len(trained) == 1
     assert list(result.runs.model) == ["teacher"] + ["DSNet distilled (T = 10, alpha = 0.1)"] * 2 + [
