@@ -151,6 +151,11 @@ def dihedral(image, seed: int, index):
     return tf.image.rot90(image, k=tf.cast(draw % 4, tf.int32))
 
 
+#: Entries of :data:`ROBUST` that change nothing at these values: left out of
+#: the run keys then (:func:`kd_utils.experiments.runs.view_config`), so runs
+#: from before the entry existed keep their keys.
+ROBUST_NEUTRAL = {"channel_gain": (1.0, 1.0)}
+
 #: What :func:`robust_view` draws, per training image and epoch, for both classes alike.
 ROBUST = {
     "zoom": (0.75, 4 / 3),        # out (black around the shrunk image) or in, log-uniform, anywhere in the frame
@@ -162,13 +167,8 @@ ROBUST = {
     "intensity": (0.7, 1.3),      # every pixel times this
     "contrast": (0.7, 1.3),       # distance from the image's mean times this
     "hue": (-0.04, 0.04),         # hue shift, in turns of the colour wheel
-    "channel_gain": (1.0, 1.0),   # each colour channel times its own draw, log-uniform (1, 1: none)
+    "channel_gain": ROBUST_NEUTRAL["channel_gain"],  # each colour channel times its own draw, log-uniform
 }
-
-#: Entries of :data:`ROBUST` that change nothing at these values: left out of
-#: the run keys then (:func:`kd_utils.experiments.runs.view_config`), so runs
-#: from before the entry existed keep their keys.
-ROBUST_NEUTRAL = {"channel_gain": (1.0, 1.0)}
 
 
 def robust_view(image, seed: int, index):

@@ -34,6 +34,7 @@ def test_views_are_parsed_to_the_entrys_shape(text, expected):
     (screen.parse_setting, "image_size=64", ["'image_size' is not a setting", "batch_size"]),
     (screen.parse_setting, "batch_size=big", ["batch_size takes a whole number", "'big'"]),
     (screen.parse_setting, "=1", ["expected NAME=VALUE"]),
+    (screen.parse_setting, "lr_dsnet=none", ["lr_dsnet takes a number", "'none'"]),
     (screen.parse_view, "hue=0.1", ["hue takes LOW,HIGH", "now -0.04,0.04"]),
     (screen.parse_view, "field_probability=none", ["field_probability takes numbers"]),
     (screen.parse_view, "channel_gain=0,1.2", ["channel_gain takes factors above 0"]),

@@ -327,14 +327,14 @@ def distill_student(
     serves both calls; only the logged ``distillation_loss`` (weight 0) is
     taken against whichever logits trained it.
     """
-    if teacher is None and (profile.alpha if alpha is None else float(alpha)) < 1.0:
-        raise ValueError("A student can only be distilled from a teacher: teacher=None needs alpha=1 "
-                         "(the run without a teacher).")
     teacher_id = None if teacher is None else runs.teacher_key(teacher)
     key, run_dir, run_config = runs.student_run(
         profile, manifest.content_hash, teacher_id, student, temperature=temperature, alpha=alpha,
         batch_size=batch_size, scale_by_t2=scale_by_t2, soft_loss=soft_loss, seed=seed,
         teacher_control=teacher_control, robust=robust)
+    if teacher is None and run_config["alpha"] < 1.0:
+        raise ValueError("A student can only be distilled from a teacher: teacher=None needs alpha=1 "
+                         "(the run without a teacher).")
     accel = runs.accelerator_options(profile)
     c = run_config
 

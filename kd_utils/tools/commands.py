@@ -460,11 +460,10 @@ def check_screen(settings: list[str] | None, views: list[str] | None) -> tuple[d
     from . import screen as screening
 
     try:
-        parsed = [dict(screening.parse_setting(t) for t in settings or ()),
-                  dict(screening.parse_view(t) for t in views or ())]
+        return (dict(screening.parse_setting(t) for t in settings or ()),
+                dict(screening.parse_view(t) for t in views or ()))
     except screening.ScreenError as err:
         raise UsageError(str(err)) from None
-    return parsed[0], parsed[1]
 
 
 def screen(profile_name: str | None, settings: dict, views: dict, models: list[str], seeds=None,
@@ -474,12 +473,12 @@ def screen(profile_name: str | None, settings: dict, views: dict, models: list[s
     from . import screen as screening
 
     profile = config.get_profile(profile_name)
-    try:
-        profile.replace(**settings)
+    try:  # the settings were parsed by check_screen: what is left to refuse is a value or the schedule
+        screening.profiles(profile, settings, converged, seeds)
+    except screening.ScreenError as err:
+        raise UsageError(f"--converged: {err}") from None
     except ValueError as err:
         raise UsageError(f"--set: {err}") from None
-    if converged and not profile.converged_epochs:
-        raise UsageError(f"--converged: profile {profile.name} has no convergence schedule (converged_epochs = 0)")
     log = (lambda line: print(line, file=sys.stderr, flush=True)) if as_json else print
     result = screening.screen(profile, settings, views, models=tuple(models), seeds=seeds, converged=converged,
                               log=log)

@@ -45,6 +45,9 @@ SETTINGS = {
     "batch_size": int,
 }
 
+#: The one field of :data:`SETTINGS` that may be ``none`` (no average).
+OPTIONAL = ("student_weight_average",)
+
 #: What a screen trains: ``dsnet`` (without a teacher, one run per seed),
 #: ``teacher`` and ``distilled`` (DSNet distilled from that teacher at the
 #: profile's temperature and alpha, one run per seed).
@@ -78,13 +81,20 @@ def _split(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
-def parse_setting(text: str) -> tuple[str, object]:
-    """``"color_constancy=false"`` -> ``("color_constancy", False)``; a field of :data:`SETTINGS` only."""
-    name, value = _split(text)
+def _known_setting(name: str) -> None:
     if name not in SETTINGS:
         raise ScreenError(f"{name!r} is not a setting a screen can change; these are: {', '.join(SETTINGS)} "
                           f"(the robust views' numbers go with --view).")
-    return name, _value(name, value, SETTINGS[name])
+
+
+def parse_setting(text: str) -> tuple[str, object]:
+    """``"color_constancy=false"`` -> ``("color_constancy", False)``; a field of :data:`SETTINGS` only."""
+    name, value = _split(text)
+    _known_setting(name)
+    parsed = _value(name, value, SETTINGS[name])
+    if parsed is None and name not in OPTIONAL:
+        raise ScreenError(f"{name} takes a number, got {value!r}.")
+    return name, parsed
 
 
 def parse_view(text: str) -> tuple[str, object]:
@@ -151,6 +161,25 @@ def summarise(name: str, seed, record: dict, table: pd.DataFrame) -> tuple[dict,
     return row, flips
 
 
+def profiles(profile: config.Profile, settings: dict, converged: bool = False, seeds=None):
+    """``(changed, students)``: ``profile`` with ``settings``, and the profile its
+    DSNets train with (on the convergence schedule when ``converged``, with
+    ``seeds`` when given). A field outside :data:`SETTINGS` or a profile
+    without a convergence schedule is a :class:`ScreenError`; a value the
+    profile refuses, its ``ValueError``."""
+    for name in settings:
+        _known_setting(name)
+    changed = profile.replace(**settings)
+    students = changed
+    if converged:
+        students = changed.converged()
+        if students is None:
+            raise ScreenError(f"profile {profile.name} has no convergence schedule (converged_epochs = 0).")
+    if seeds:
+        students = students.replace(seeds=tuple(int(s) for s in seeds))
+    return changed, students
+
+
 def screen(profile: config.Profile, settings: dict | None = None, views: dict | None = None, *,
            models=("dsnet",), seeds=None, converged: bool = False, verbose: int = 0, log=print) -> Screen:
     """Train the models of ``models`` (:data:`MODELS`) with ``settings`` (profile fields) and
@@ -169,17 +198,7 @@ def screen(profile: config.Profile, settings: dict | None = None, views: dict | 
     unknown = [m for m in models if m not in MODELS]
     if unknown or not models:
         raise ScreenError(f"models are some of {', '.join(MODELS)}, got {', '.join(unknown) or 'none'}.")
-    for name in settings:
-        if name not in SETTINGS:
-            raise ScreenError(f"{name!r} is not a setting a screen can change; these are: {', '.join(SETTINGS)}.")
-    changed = profile.replace(**settings)
-    student_profile = changed
-    if converged:
-        student_profile = changed.converged()
-        if student_profile is None:
-            raise ScreenError(f"profile {profile.name!r} has no convergence schedule (converged_epochs = 0).")
-    if seeds:
-        student_profile = student_profile.replace(seeds=tuple(int(s) for s in seeds))
+    changed, student_profile = profiles(profile, settings, converged, seeds)
     rows, columns = [], {}
     with robust_views(views):
         manifest = pipeline.prepare_data(changed)
