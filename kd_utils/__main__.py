@@ -47,10 +47,11 @@
     lesion as it is (black frames, dark corners, zoom, exposure, contrast,
     colour cast): accuracy, share called malignant and share of calls that
     flip, per transform (:mod:`kd_utils.tools.shortcuts`).
-``python -m kd_utils screen [--profile ...] [--set FIELD=VALUE ...] [--view NAME=VALUE ...] [--models dsnet teacher distilled] [--seeds ...] [--converged] [--json]``
+``python -m kd_utils screen [--profile ...] [--set FIELD=VALUE ...] [--view NAME=VALUE ...] [--models dsnet teacher distilled uniform shuffled] [--seeds ...] [--converged] [--json]``
     A candidate change to a profile, measured where choices are made: DSNet
-    without a teacher (each seed), with ``--models`` also the teacher and
-    DSNet distilled from it, trained with the change (or loaded when done) and scored on the
+    without a teacher (each seed), with ``--models`` also the teacher, DSNet
+    distilled from it and DSNet on the uniform and shuffled controls' soft
+    targets, trained with the change (or loaded when done) and scored on the
     validation split only - accuracy and the share of calls that flip under
     the shortcut battery. ``--set`` changes a profile field (``color_constancy=false``),
     ``--view`` a number of the robust views (``vignette_probability=0.5``);
@@ -219,9 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
     scr.add_argument("--view", dest="views", nargs="+", metavar="NAME=VALUE", default=None,
                      help="numbers of the robust views to change, e.g. vignette_probability=0.5 or zoom=0.6,1.5 "
                           "(kd_utils.batches.ROBUST)")
-    scr.add_argument("--models", nargs="+", choices=["dsnet", "teacher", "distilled"], default=["dsnet"],
+    scr.add_argument("--models", nargs="+", choices=["dsnet", "teacher", "distilled", "uniform", "shuffled"],
+                     default=["dsnet"],
                      help="dsnet: DSNet without a teacher, each seed (default); teacher: the teacher (one run); "
-                          "distilled: DSNet distilled from it at the profile's T and alpha, each seed")
+                          "distilled: DSNet distilled from it at the profile's T and alpha, each seed; uniform, "
+                          "shuffled: the same on a control's soft targets (notebook 07's), each seed")
     scr.add_argument("--seeds", nargs="+", type=_count(0), metavar="SEED", default=None,
                      help="DSNet seeds (default: the profile's; the first two with --converged)")
     scr.add_argument("--converged", action="store_true",

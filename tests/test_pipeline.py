@@ -356,7 +356,8 @@ def test_robust_views_and_colour_constancy_are_part_of_the_runs_and_their_keys(t
 
 def test_notebook_06_compares_the_plain_students_of_a_robust_teacher(monkeypatch):
     """With a robust teacher and robust students, DSNet trained without the
-    views is added, distilled and not; otherwise the groups are the usual ones."""
+    views is added, distilled, on the two controls' soft targets and without a
+    teacher; otherwise the groups are the usual ones."""
     calls = []
     monkeypatch.setattr(pipeline, "repeat", lambda p, m, t, student="DSNet", **options:
                         calls.append((student, options)) or [{"student": student, **options}])
@@ -369,6 +370,9 @@ def test_notebook_06_compares_the_plain_students_of_a_robust_teacher(monkeypatch
     calls.clear()
     groups = choices.compared_models(config.get_profile("kaggle-cpu-robust"), None, None, {}, chosen)
     assert groups["DSNet distilled, trained without the views"] == [{"student": "DSNet", "robust": False, **chosen}]
+    for control in ("uniform", "shuffled"):
+        assert groups[f"DSNet, {control} teacher, trained without the views"] == [
+            {"student": "DSNet", "robust": False, "teacher_control": control, **chosen}]
     assert groups["DSNet without teacher, trained without the views"] == [
         {"student": "DSNet", "alpha": 1.0, "robust": False}]
-    assert sum("robust" in options for _, options in calls) == 2
+    assert sum("robust" in options for _, options in calls) == 4

@@ -145,11 +145,28 @@ def test_distilled_students_learn_from_the_screened_teacher_trained_once(tiny_sc
     assert not set(distilled) & set(alone)
 
 
+def test_controls_are_screened_on_the_same_teacher_as_notebook_07s_runs(tiny_screen, trained_teachers, tiny_manifest):
+    profile, scored = tiny_screen
+    result = screen.screen(profile, models=("shuffled", "distilled", "uniform"), seeds=[1], log=lambda line: None)
+    assert len(trained_teachers) == 1
+    # The order is fixed (distilled, then the controls), whatever the order asked.
+    assert list(result.runs.model) == ["DSNet distilled (T = 10, alpha = 0.1)", "DSNet, uniform teacher (T = 10, alpha = 0.1)",
+                                       "DSNet, shuffled teacher (T = 10, alpha = 0.1)"]
+    assert list(result.flips.columns) == ["distilled s1", "uniform s1", "shuffled s1"]
+    assert scored == ["val"] * 3
+    teacher, _ = pipeline.train_teacher(profile, tiny_manifest)
+    for control, key in zip((None, "uniform", "shuffled"), result.runs.key):
+        model, record = pipeline.distill_student(profile, tiny_manifest, teacher, seed=1, teacher_control=control,
+                                                 verbose=0)
+        assert record["key"] == key and record["config"]["teacher_control"] == control
+    assert len(set(result.runs.key)) == 3
+
+
 def test_screen_refuses_what_it_cannot_change(tiny_screen):
     profile, _ = tiny_screen
     with pytest.raises(screen.ScreenError, match="'image_size' is not a setting"):
         screen.screen(profile, {"image_size": 64})
-    with pytest.raises(screen.ScreenError, match="models are some of dsnet, teacher, distilled, got vgg"):
+    with pytest.raises(screen.ScreenError, match="models are some of dsnet, teacher, distilled, uniform, shuffled, got vgg"):
         screen.screen(profile, models=("vgg",))
     with pytest.raises(screen.ScreenError, match="no convergence schedule"):
         screen.screen(config.get_profile("paper"), converged=True)

@@ -137,15 +137,20 @@ def compared_models(profile: config.Profile, manifest, teacher, teacher_record: 
     the teacher, DSNet and each large student distilled (``chosen`` settings)
     and without the teacher. A profile whose teacher trains on robust views
     (``robust_teacher``) while its students do too adds DSNet trained without
-    the views, distilled from that teacher and without it: whether
-    distillation passes the teacher's robustness on. Runs finished by
-    notebooks 03-05 are loaded; the extra ones are trained here."""
+    the views, distilled from that teacher, on the uniform and shuffled
+    controls' soft targets (notebook 07's) and without a teacher: whether
+    distillation passes the teacher's robustness on, set against soft
+    targets that carry none of its knowledge. Runs finished by notebooks
+    03-05 are loaded; the extra ones are trained here."""
     groups = {"Teacher ResNet50": [teacher_record],
               "DSNet distilled": pipeline.repeat(profile, manifest, teacher, **chosen),
               "DSNet without teacher": pipeline.repeat(profile, manifest, teacher, alpha=1.0)}
     if profile.robust_teacher and profile.robust_students:
         groups["DSNet distilled, trained without the views"] = pipeline.repeat(
             profile, manifest, teacher, robust=False, **chosen)
+        for control in runs.TEACHER_CONTROLS:
+            groups[f"DSNet, {control} teacher, trained without the views"] = pipeline.repeat(
+                profile, manifest, teacher, robust=False, teacher_control=control, **chosen)
         groups["DSNet without teacher, trained without the views"] = pipeline.repeat(
             profile, manifest, teacher, alpha=1.0, robust=False)
     for name in profile.students:

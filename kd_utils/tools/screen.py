@@ -49,9 +49,17 @@ SETTINGS = {
 OPTIONAL = ("student_weight_average",)
 
 #: What a screen trains: ``dsnet`` (without a teacher, one run per seed),
-#: ``teacher`` and ``distilled`` (DSNet distilled from that teacher at the
-#: profile's temperature and alpha, one run per seed).
-MODELS = ("dsnet", "teacher", "distilled")
+#: ``teacher``, ``distilled`` (DSNet distilled from that teacher at the
+#: profile's temperature and alpha, one run per seed) and the two controls of
+#: notebook 07, ``uniform`` and ``shuffled`` (the same student, loss and
+#: budget on soft targets that carry none of the teacher's knowledge:
+#: :func:`kd_utils.experiments.pipeline.control_logits`). A gain of
+#: ``distilled`` counts only against all three of ``dsnet``, ``uniform`` and
+#: ``shuffled``.
+MODELS = ("dsnet", "teacher", "distilled", "uniform", "shuffled")
+
+#: The models of :data:`MODELS` that need the teacher's logits.
+TAUGHT = ("distilled", "uniform", "shuffled")
 
 
 class ScreenError(ValueError):
@@ -203,7 +211,7 @@ def screen(profile: config.Profile, settings: dict | None = None, views: dict | 
     with robust_views(views):
         manifest = pipeline.prepare_data(changed)
         teacher = None
-        if "teacher" in models or "distilled" in models:
+        if "teacher" in models or any(m in models for m in TAUGHT):
             teacher, record = pipeline.train_teacher(changed, manifest, verbose=verbose)
             if "teacher" in models:
                 row, flips = summarise("teacher", changed.seed, record,
@@ -211,15 +219,17 @@ def screen(profile: config.Profile, settings: dict | None = None, views: dict | 
                 rows.append(row)
                 columns["teacher"] = flips
                 log(_line(row))
-        students = [("distilled", f"DSNet distilled (T = {changed.temperature:g}, alpha = {changed.alpha:g})",
-                     "distilled", teacher, None),
-                    ("dsnet", "DSNet without teacher", "DSNet", None, 1.0)]
-        for wanted, name, short, given, alpha in students:
+        at = f"T = {changed.temperature:g}, alpha = {changed.alpha:g}"
+        students = [("distilled", f"DSNet distilled ({at})", "distilled", teacher, None, None),
+                    ("uniform", f"DSNet, uniform teacher ({at})", "uniform", teacher, None, "uniform"),
+                    ("shuffled", f"DSNet, shuffled teacher ({at})", "shuffled", teacher, None, "shuffled"),
+                    ("dsnet", "DSNet without teacher", "DSNet", None, 1.0, None)]
+        for wanted, name, short, given, alpha, control in students:
             if wanted not in models:
                 continue
             for seed in student_profile.seeds:
                 model, record = pipeline.distill_student(student_profile, manifest, given, alpha=alpha, seed=seed,
-                                                         verbose=verbose)
+                                                         teacher_control=control, verbose=verbose)
                 row, flips = summarise(name, seed, record, shortcuts.report_split(model, manifest, "val"))
                 rows.append(row)
                 columns[f"{short} s{seed}"] = flips
