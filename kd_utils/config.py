@@ -205,6 +205,8 @@ class Profile:
                              f"(Table 5); got {', '.join(self.students) or 'none'}.")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must lie in [0, 1], got {self.alpha}.")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature}.")
         if not isinstance(self.teacher_pretrain_per_class, int) or self.teacher_pretrain_per_class < 0:
             raise ValueError("teacher_pretrain_per_class must be a whole number >= 0 (0: no pretraining), "
                              f"got {self.teacher_pretrain_per_class!r}.")

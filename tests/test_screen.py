@@ -16,6 +16,7 @@ from kd_utils.tools import screen, shortcuts
     ("student_epochs=40", ("student_epochs", 40)),
     ("student_weight_average=none", ("student_weight_average", None)),
     ("lr_dsnet=3e-4", ("lr_dsnet", 3e-4)),
+    ("temperature=1", ("temperature", 1.0)),
 ])
 def test_settings_are_parsed_to_the_fields_type(text, expected):
     assert screen.parse_setting(text) == expected
@@ -160,6 +161,18 @@ def test_controls_are_screened_on_the_same_teacher_as_notebook_07s_runs(tiny_scr
                                                  verbose=0)
         assert record["key"] == key and record["config"]["teacher_control"] == control
     assert len(set(result.runs.key)) == 3
+
+
+def test_temperature_and_alpha_change_the_taught_runs_only(tiny_screen, trained_teachers):
+    profile, _ = tiny_screen
+    base = screen.screen(profile, models=("distilled", "dsnet"), seeds=[1], log=lambda line: None)
+    cold = screen.screen(profile, {"temperature": 1.0, "alpha": 0.5}, models=("distilled", "dsnet"), seeds=[1],
+                         log=lambda line: None)
+    assert list(cold.runs.model) == ["DSNet distilled (T = 1, alpha = 0.5)", "DSNet without teacher"]
+    assert cold.runs.key[0] != base.runs.key[0]
+    assert cold.runs.key[1] == base.runs.key[1]  # without a teacher, T and alpha play no part
+    with pytest.raises(ValueError, match="temperature must be positive, got 0.0"):
+        screen.screen(profile, {"temperature": 0.0}, models=("distilled",))
 
 
 def test_screen_refuses_what_it_cannot_change(tiny_screen):

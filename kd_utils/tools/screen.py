@@ -43,6 +43,9 @@ SETTINGS = {
     "lr_dsnet": float,
     "lr_backbone": float,
     "batch_size": int,
+    # The distilled and control DSNets' loss (a DSNet without a teacher ignores them):
+    "temperature": float,
+    "alpha": float,
 }
 
 #: The one field of :data:`SETTINGS` that may be ``none`` (no average).
