@@ -175,6 +175,17 @@ def test_temperature_and_alpha_change_the_taught_runs_only(tiny_screen, trained_
         screen.screen(profile, {"temperature": 0.0}, models=("distilled",))
 
 
+def test_the_screens_models_are_the_pipelines_controls_and_the_command_lines_choices():
+    from kd_utils.__main__ import build_parser
+    from kd_utils.experiments import runs
+
+    assert screen.CONTROLS == runs.TEACHER_CONTROLS
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices["screen"]
+    models = next(a for a in sub._actions if a.dest == "models")
+    assert tuple(models.choices) == screen.MODELS
+
+
 def test_screen_refuses_what_it_cannot_change(tiny_screen):
     profile, _ = tiny_screen
     with pytest.raises(screen.ScreenError, match="'image_size' is not a setting"):

@@ -59,10 +59,13 @@ OPTIONAL = ("student_weight_average",)
 #: :func:`kd_utils.experiments.pipeline.control_logits`). A gain of
 #: ``distilled`` counts only against all three of ``dsnet``, ``uniform`` and
 #: ``shuffled``.
-MODELS = ("dsnet", "teacher", "distilled", "uniform", "shuffled")
+#: (:data:`CONTROLS` are :data:`kd_utils.experiments.runs.TEACHER_CONTROLS`,
+#: named here so that the command line need not import Keras; a test ties them.)
+CONTROLS = ("uniform", "shuffled")
+MODELS = ("dsnet", "teacher", "distilled", *CONTROLS)
 
 #: The models of :data:`MODELS` that need the teacher's logits.
-TAUGHT = ("distilled", "uniform", "shuffled")
+TAUGHT = ("distilled", *CONTROLS)
 
 
 class ScreenError(ValueError):
@@ -223,10 +226,9 @@ def screen(profile: config.Profile, settings: dict | None = None, views: dict | 
                 columns["teacher"] = flips
                 log(_line(row))
         at = f"T = {changed.temperature:g}, alpha = {changed.alpha:g}"
-        students = [("distilled", f"DSNet distilled ({at})", "distilled", teacher, None, None),
-                    ("uniform", f"DSNet, uniform teacher ({at})", "uniform", teacher, None, "uniform"),
-                    ("shuffled", f"DSNet, shuffled teacher ({at})", "shuffled", teacher, None, "shuffled"),
-                    ("dsnet", "DSNet without teacher", "DSNet", None, 1.0, None)]
+        students = ([("distilled", f"DSNet distilled ({at})", "distilled", teacher, None, None)]
+                    + [(c, f"DSNet, {c} teacher ({at})", c, teacher, None, c) for c in CONTROLS]
+                    + [("dsnet", "DSNet without teacher", "DSNet", None, 1.0, None)])
         for wanted, name, short, given, alpha, control in students:
             if wanted not in models:
                 continue
