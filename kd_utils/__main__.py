@@ -53,7 +53,7 @@
     distilled from it and DSNet on the uniform and shuffled controls' soft
     targets, trained with the change (or loaded when done) and scored on the
     validation split only - accuracy and the share of calls that flip under
-    the shortcut battery. ``--set`` changes a profile field (``color_constancy=false``),
+    the shortcut battery. ``--set`` changes a profile field (``color_constancy=true``),
     ``--view`` a number of the robust views (``vignette_probability=0.5``);
     with neither, the profile itself (the baseline). Never reads the test
     split or an external folder (:mod:`kd_utils.tools.screen`).
@@ -216,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
                                          "battery (training what it needs)")
     scr.add_argument("--profile", choices=profiles, default=None, help="default: $KD_PROFILE or cpu")
     scr.add_argument("--set", dest="settings", nargs="+", metavar="FIELD=VALUE", default=None,
-                     help="profile fields to change, e.g. color_constancy=false (see kd_utils.tools.screen.SETTINGS)")
+                     help="profile fields to change, e.g. color_constancy=true (see kd_utils.tools.screen.SETTINGS)")
     scr.add_argument("--view", dest="views", nargs="+", metavar="NAME=VALUE", default=None,
                      help="numbers of the robust views to change, e.g. vignette_probability=0.5 or zoom=0.6,1.5 "
                           "(kd_utils.batches.ROBUST)")

@@ -1,6 +1,6 @@
 """A candidate setting measured where choices are made: validation and the battery.
 
-Before a change to a profile (colour constancy off, other views, another
+Before a change to a profile (colour constancy on or off, other views, another
 schedule) earns a full ``reproduce``, it is screened: the models it touches
 are trained with the change - DSNet without a teacher for each seed, and the
 teacher when asked - and each is scored on the **validation split** only:
@@ -11,14 +11,14 @@ of the test split and reads no external folder: it informs a choice, and
 choices are made on validation. (Each run it trains still stores its test
 predictions, as every run does, for the full run that may reuse it.)
 
-A change is either a profile field (:data:`SETTINGS`, ``color_constancy=false``)
+A change is either a profile field (:data:`SETTINGS`, ``color_constancy=true``)
 or a number of the robust views (:data:`kd_utils.batches.ROBUST`,
 ``vignette_probability=0.5``). Each enters the run keys, so screened runs
 sit beside the profile's own in its artifacts folder and are never mistaken
 for them; the unchanged profile screened the same way is the baseline (the
 same keys as its ``reproduce``, reused when there).
 
-``python -m kd_utils screen --profile kaggle-cpu-robust --set color_constancy=false --seeds 10 11``
+``python -m kd_utils screen --profile kaggle-cpu-robust --set color_constancy=true --seeds 10 11``
 """
 
 from __future__ import annotations
