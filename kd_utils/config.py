@@ -415,9 +415,9 @@ PROFILES["colab"] = PROFILES["paper"].replace(name="colab", **COLAB_CHANGES)
 #: two profiles' results side by side are the before / after comparison.
 #:
 #: Two settings came later, chosen on the Kaggle validation split and the
-#: shortcut battery only (seeds 10 and 11; README, "`kaggle-cpu-robust`
-#: profile"): the students' averaged weights (``student_weight_average``),
-#: which flip fewer calls than the raw ones; and no colour constancy. The
+#: shortcut battery only (seeds 10 and 11; docs/robustness.md): the
+#: students' averaged weights (``student_weight_average``), which flip fewer
+#: calls than the raw ones; and no colour constancy. The
 #: literature's Shades of Gray (``color_constancy``, in the first version)
 #: divides each channel by a statistic of the whole image, so dark corners
 #: and frames recolour the lesion: without it the teacher reached 3 points

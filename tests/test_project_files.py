@@ -38,6 +38,22 @@ def test_readme_links_the_paper_and_carries_its_bibtex():
     assert badge in readme
 
 
+def broken_links(markdown_file):
+    """The relative links of a Markdown file (anchors aside) that name no file or folder."""
+    targets = re.findall(r"\]\(([^)\s]+)\)", markdown_file.read_text())
+    local = [t.split("#")[0] for t in targets if not re.match(r"[a-z]+:|#", t)]
+    return [t for t in local if not (markdown_file.parent / t).exists()]
+
+
+def test_the_documents_relative_links_resolve(tmp_path):
+    documents = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted(ROOT.glob("*/README.md")),
+                 *sorted(ROOT.glob("results/*/README.md"))]
+    assert {path: broken_links(path) for path in documents if broken_links(path)} == {}
+    page = tmp_path / "page.md"
+    page.write_text("[ok](page.md#top) [web](https://example.org) [gone](results/moved/) [here](#a)")
+    assert broken_links(page) == ["results/moved/"]
+
+
 def test_ci_runs_the_one_script_on_the_promised_pythons():
     workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yml").read_text())
     jobs = workflow["jobs"]
