@@ -182,3 +182,65 @@ def test_accuracy_by_artefact_is_each_class_recall_on_marked_and_clean_images():
         shortcuts.accuracy_by_artefact(labels, marks, {"short": np.ones((1, 3))})
     with pytest.raises(ValueError, match="7 labels but 2 artefact marks"):
         shortcuts.accuracy_by_artefact(labels, marks[:2], {})
+
+
+def lit(rng, tint):
+    """A smooth grey texture under a light of colour ``tint``: one colour, its brightness varying."""
+    return np.round(smooth(rng, (1, 1, 1)).mean(-1, keepdims=True) * np.asarray(tint)).astype(np.uint8)
+
+
+def test_the_light_colour_is_read_around_the_lesion_and_moves_by_the_log_of_a_casts_gains(tmp_path):
+    skin = lit(np.random.default_rng(4), (1.0, 0.8, 0.7))
+    lesion = skin.copy()
+    lesion[8:24, 8:24] = (40, 60, 150)  # a blue centre, inside LIGHT_OUTSIDE of the half-diagonal
+    images = {"skin": skin, "lesion": lesion, "warm": shortcuts.colour_cast(lesion),
+              "framed": shortcuts.black_frame(lesion, 0.75), "grey": np.full((SIZE, SIZE, 3), 120, np.uint8)}
+    light = {}
+    for name, image in images.items():
+        Image.fromarray(image).save(tmp_path / f"{name}.png")
+        light[name] = shortcuts.light_colour(tmp_path / f"{name}.png", size=SIZE)
+    assert light["grey"] == {"light red/green": pytest.approx(0, abs=1e-6), "light blue/green": pytest.approx(0, abs=1e-6)}
+    assert light["skin"] == {"light red/green": pytest.approx(np.log(1 / 0.8), abs=0.02),
+                             "light blue/green": pytest.approx(np.log(0.7 / 0.8), abs=0.02)}
+    for key in light["skin"]:  # the centre is not read, nor the black around a shrunk image
+        assert light["lesion"][key] == pytest.approx(light["skin"][key], abs=1e-9)
+        assert light["framed"][key] == pytest.approx(light["skin"][key], abs=0.02)
+    moved = {k: light["warm"][k] - light["lesion"][k] for k in light["lesion"]}
+    assert moved["light red/green"] == pytest.approx(np.log(1.12), abs=0.01)
+    assert moved["light blue/green"] == pytest.approx(np.log(0.85), abs=0.01)
+
+
+def tinted_set(tmp_path, rng, tints, per_class=6):
+    """Images of the three splits whose class is told by the tint of the light alone."""
+    import pandas as pd
+
+    rows = []
+    for split in ("train", "val", "test"):
+        for label, tint in enumerate(tints):
+            for i in range(per_class):
+                path = tmp_path / f"{split}-{label}-{i}.png"
+                Image.fromarray(lit(rng, tint)).save(path)
+                rows.append({"path": str(path), "label": label, "split": split})
+    return pd.DataFrame(rows)
+
+
+def test_cue_strength_finds_the_class_in_the_colour_of_the_light(tmp_path):
+    frame = tinted_set(tmp_path, np.random.default_rng(5), tints=[(1.15, 1.0, 0.85), (0.9, 1.0, 1.1)])
+    table = shortcuts.cue_strength(frame, size=SIZE)
+    assert list(table.index) == list(shortcuts.CUES)
+    assert table.columns.tolist() == ["val AUC", "val accuracy"]
+    light = table.loc["colour of the light (red/green, blue/green)"]
+    assert light["val AUC"] == 1.0 and light["val accuracy"] == 1.0
+    assert table.loc["all of these", "val AUC"] == 1.0
+    by_class = shortcuts.artefacts(frame, size=SIZE)
+    assert by_class.columns.tolist() == ["images", "dark corners", "black frame", "brightness", "light red/green",
+                                         "light blue/green"]
+    assert (by_class.xs("benign", level="class")["light red/green"] > 0.1).all()
+    assert (by_class.xs("malignant", level="class")["light red/green"] < -0.05).all()
+
+
+def test_cue_strength_needs_both_classes_in_each_split(tmp_path):
+    frame = tinted_set(tmp_path, np.random.default_rng(6), tints=[(1, 1, 1), (1, 1, 1)], per_class=2)
+    frame = frame[(frame.split != "val") | (frame.label == 1)]
+    with pytest.raises(ValueError, match="the 'val' split needs images of both classes, it has 2 of \\[1\\]"):
+        shortcuts.cue_strength(frame, size=SIZE)

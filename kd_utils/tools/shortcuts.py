@@ -222,6 +222,37 @@ def image_artefacts(path, size: int = 64) -> dict:
     return {"corner_mean": float(corners.mean()), "ring_mean": float(ring.mean()), "brightness": float(grey.mean())}
 
 
+#: The Shades of Gray norm of :func:`light_colour`, as :class:`kd_utils.models.ShadesOfGray` uses it.
+LIGHT_NORM = 6.0
+
+#: :func:`light_colour` reads the light where the skin usually is: farther from
+#: the centre than this share of the half-diagonal (the battery's dark corners
+#: start at 0.7).
+LIGHT_OUTSIDE = 0.6
+
+
+def light_colour(path, size: int = 64) -> dict:
+    """The colour of the light one image was taken under, read at ``size`` px
+    from the skin around the lesion: the Shades of Gray estimate (the
+    :data:`LIGHT_NORM`-norm mean of each channel, what
+    :class:`kd_utils.models.ShadesOfGray` divides out) over the pixels
+    farther from the centre than :data:`LIGHT_OUTSIDE` of the half-diagonal
+    that are not black (grey level at least :data:`BLACK_FRAME`, so a frame
+    does not count), as ``log(red / green)`` and ``log(blue / green)``. A cast
+    of the camera or the lamp adds the log of its gains: the battery's warm
+    cast (:data:`WARM_CAST`) adds +0.113 and -0.163. A lesion that reaches
+    the corners colours the estimate too."""
+    with Image.open(path) as im:
+        im.draft("RGB", (size, size))
+        rgb = np.asarray(im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR), np.float64) / 255.0
+    axis = (np.arange(size) + 0.5) / size * 2.0 - 1.0
+    outside = np.hypot(axis[:, None], axis[None, :]) / np.sqrt(2.0) > LIGHT_OUTSIDE
+    lit = outside & (rgb.mean(-1) >= BLACK_FRAME / 255.0)
+    pixels = rgb[lit] if lit.any() else rgb.reshape(-1, 3)  # all black there: the whole image
+    light = np.mean(pixels**LIGHT_NORM, axis=0) ** (1.0 / LIGHT_NORM) + 1e-6
+    return {"light red/green": float(np.log(light[0] / light[1])), "light blue/green": float(np.log(light[2] / light[1]))}
+
+
 def image_marks(frame: pd.DataFrame, size: int = 64) -> pd.DataFrame:
     """Per image of ``frame`` (``path`` needed; its index kept): ``dark corners``
     (corner mean < :data:`DARK_CORNER`), ``black frame`` (ring mean <
@@ -234,19 +265,64 @@ def image_marks(frame: pd.DataFrame, size: int = 64) -> pd.DataFrame:
 
 def artefacts(frame: pd.DataFrame, size: int = 64) -> pd.DataFrame:
     """Per class (and split, when ``frame`` has one): the share of images
-    with dark corners and with a black frame, and the mean brightness
-    (:func:`image_marks`). ``frame`` needs ``path`` and ``label`` (a
+    with dark corners and with a black frame, the mean brightness
+    (:func:`image_marks`) and the mean colour of the light
+    (:func:`light_colour`). ``frame`` needs ``path`` and ``label`` (a
     manifest's frame)."""
     from ..data import CLASS_NAMES, SPLITS
 
-    table = frame[[c for c in ("split", "label") if c in frame]].join(image_marks(frame, size))
+    light = pd.DataFrame([light_colour(p, size) for p in frame.path], index=frame.index)
+    table = frame[[c for c in ("split", "label") if c in frame]].join(image_marks(frame, size)).join(light)
     table["class"] = pd.Categorical([CLASS_NAMES[int(y)] for y in table.label], categories=CLASS_NAMES)
     if "split" in table:  # rows in the splits' own order (train, val, test), not alphabetical
         table["split"] = pd.Categorical(table.split, categories=[s for s in SPLITS if s in set(table.split)])
     keys = [k for k in ("split", "class") if k in table]
-    out = table.groupby(keys, observed=True).agg(images=("label", "size"), dark_corners=("dark corners", "mean"),
-                                                black_frame=("black frame", "mean"), brightness=("brightness", "mean"))
-    return out.rename(columns={"dark_corners": "dark corners", "black_frame": "black frame"})
+    columns = ["dark corners", "black frame", "brightness", *light.columns]
+    out = table.groupby(keys, observed=True)[columns].mean()
+    out.insert(0, "images", table.groupby(keys, observed=True).size())
+    return out
+
+
+#: What :func:`cue_strength` lets tell the classes apart, each alone and then together:
+#: the columns of :func:`image_artefacts` and :func:`light_colour` it reads.
+CUES = {
+    "dark corners (corner grey level)": ["corner_mean"],
+    "black frame (outer ring grey level)": ["ring_mean"],
+    "brightness (mean grey level)": ["brightness"],
+    "colour of the light (red/green, blue/green)": ["light red/green", "light blue/green"],
+    "all of these": ["corner_mean", "ring_mean", "brightness", "light red/green", "light blue/green"],
+}
+
+
+def cue_strength(frame: pd.DataFrame, size: int = 64, fit: str = "train", score: str = "val") -> pd.DataFrame:
+    """How well each thing that is not the lesion tells the classes apart on its
+    own (:data:`CUES`): a logistic regression on that cue's numbers alone,
+    fitted on the ``fit`` split of ``frame`` (a manifest's frame: ``path``,
+    ``label``, ``split``) and scored on the ``score`` split - its AUC and its
+    accuracy. An AUC near 0.5 offers a model nothing; well above it, a model
+    can be right that often without looking at a lesion. What it is not: a
+    cue a model could use is not one it did use (that is what the battery
+    measures)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    parts = {}
+    for split in (fit, score):
+        rows = frame[frame.split == split]
+        if rows.label.nunique() < 2:
+            raise ValueError(f"the {split!r} split needs images of both classes, it has {len(rows)} "
+                             f"of {sorted(set(rows.label))}.")
+        values = pd.DataFrame([{**image_artefacts(p, size), **light_colour(p, size)} for p in rows.path])
+        parts[split] = (values, rows.label.to_numpy(dtype=int))
+    (x_fit, y_fit), (x_score, y_score) = parts[fit], parts[score]
+    out = {}
+    for cue, columns in CUES.items():
+        model = make_pipeline(StandardScaler(), LogisticRegression()).fit(x_fit[columns], y_fit)
+        p = model.predict_proba(x_score[columns])[:, 1]
+        out[cue] = {f"{score} AUC": float(roc_auc_score(y_score, p)), f"{score} accuracy": float(np.mean((p >= 0.5) == y_score))}
+    return pd.DataFrame.from_dict(out, orient="index").rename_axis(f"cue (fitted on {fit})")
 
 
 def marked(frame: pd.DataFrame, size: int = 64) -> np.ndarray:
