@@ -419,10 +419,13 @@ PROFILES["colab"] = PROFILES["paper"].replace(name="colab", **COLAB_CHANGES)
 #: students' averaged weights (``student_weight_average``), which flip fewer
 #: calls than the raw ones; and no colour constancy. The
 #: literature's Shades of Gray (``color_constancy``, in the first version)
-#: divides each channel by a statistic of the whole image, so dark corners
-#: and frames recolour the lesion: without it the teacher reached 3 points
-#: more validation accuracy, DSNet 1-1.5, and dark corners flipped 1% of
-#: DSNet's calls instead of 4-7% - a warm colour cast 10-11% instead of 1%.
+#: takes the colour of the light out of every image, and in the Kaggle
+#: images that colour goes with the class (notebook 01,
+#: :func:`kd_utils.tools.shortcuts.cue_strength`): without it the teacher
+#: reached 3 points more validation accuracy, DSNet 1-1.5, and dark corners
+#: flipped 1% of DSNet's calls instead of 4-7% - a warm colour cast 10-11%
+#: instead of 1%. (The layer itself hardly moves under dark corners or a
+#: frame: :func:`kd_utils.tools.shortcuts.light_shift`.)
 ROBUST_CHANGES = {"robust_teacher": True, "robust_students": True, "student_weight_average": 0.99}
 PROFILES["kaggle-cpu-robust"] = PROFILES["kaggle-cpu"].replace(name="kaggle-cpu-robust", **ROBUST_CHANGES)
 

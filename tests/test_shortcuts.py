@@ -244,3 +244,21 @@ def test_cue_strength_needs_both_classes_in_each_split(tmp_path):
     frame = frame[(frame.split != "val") | (frame.label == 1)]
     with pytest.raises(ValueError, match="the 'val' split needs images of both classes, it has 2 of \\[1\\]"):
         shortcuts.cue_strength(frame, size=SIZE)
+
+
+def test_light_shift_is_the_casts_log_gains_and_nothing_for_a_frame():
+    rng = np.random.default_rng(7)
+    images = np.stack([lit(rng, (1.0, 0.8, 0.7)) for _ in range(3)])
+    table = shortcuts.light_shift(images)
+    assert table.index.tolist() == [t.name for t in shortcuts.BATTERY]
+    assert table.loc["colour cast", "red/green"] == pytest.approx(np.log(1.12), abs=0.01)
+    assert table.loc["colour cast", "blue/green"] == pytest.approx(-np.log(0.85), abs=0.01)
+    assert table.loc["intensity -20%"].max() < 0.01  # one colour under every transform that keeps colours
+    assert table.loc["frame 75%"].max() < 0.01 and table.loc["dark corners"].max() < 0.01
+    # so the layer's output of a framed image is its output of the image, framed (up to rounding)
+    from kd_utils.models import ShadesOfGray
+
+    layer = ShadesOfGray()
+    framed_then_balanced = np.asarray(layer(shortcuts.black_frame(images[0], 0.75)[None]))[0]
+    balanced = np.round(np.asarray(layer(images[:1]))[0]).astype(np.uint8)
+    assert np.abs(framed_then_balanced - shortcuts.black_frame(balanced, 0.75)).max() <= 2

@@ -253,6 +253,29 @@ def light_colour(path, size: int = 64) -> dict:
     return {"light red/green": float(np.log(light[0] / light[1])), "light blue/green": float(np.log(light[2] / light[1]))}
 
 
+def light_shift(images: np.ndarray, transforms=BATTERY) -> pd.DataFrame:
+    """How far each transform moves the light that
+    :class:`kd_utils.models.ShadesOfGray` divides out of ``images`` (uint8,
+    ``(n, h, w, 3)``): its whole-image :data:`LIGHT_NORM`-norm estimate as log
+    red/green and log blue/green, the mean over images of the absolute change.
+    A colour cast moves it by the log of its gains (and the layer takes the
+    cast out); a transform that moves it little leaves the layer's output
+    recoloured by that little - a flip under it comes from the model, not
+    from the layer."""
+
+    def light(batch):
+        x = batch.astype(np.float64) / 255.0
+        estimate = np.mean(x**LIGHT_NORM, axis=(1, 2)) ** (1.0 / LIGHT_NORM) + 1e-6
+        return np.log(estimate[:, [0, 2]] / estimate[:, [1]])
+
+    before = light(images)
+    rows = {}
+    for t in transforms:
+        moved = np.abs(light(np.stack([t.apply(im) for im in images])) - before).mean(axis=0)
+        rows[t.name] = {"red/green": float(moved[0]), "blue/green": float(moved[1])}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("transform")
+
+
 def image_marks(frame: pd.DataFrame, size: int = 64) -> pd.DataFrame:
     """Per image of ``frame`` (``path`` needed; its index kept): ``dark corners``
     (corner mean < :data:`DARK_CORNER`), ``black frame`` (ring mean <
