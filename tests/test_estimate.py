@@ -26,6 +26,7 @@ def hand_count(p: config.Profile) -> int:
             + (len(p.alphas) - (p.alpha in p.alphas)) * s  # 04: alphas at the chosen T, less the one done
             + 2 * len(p.students) * s  # 05: each large student with and without teacher
             + (len(p.batch_sizes) - (p.batch_size in p.batch_sizes)) * s  # 06: batch sizes, less the one done
+            + 4 * s * (p.robust_teacher and p.robust_students)  # 06: DSNet without the views, 4 teachers or none
             + s  # 07: the KL ablation (eq. (5) and T^2 at the chosen T and alpha ran in 04)
             + 2 * s)  # 07: uniform and shuffled teacher
 
@@ -61,6 +62,18 @@ def test_the_paper_plan_and_what_changes_it():
     assert len(estimate.planned_runs(smoke.replace(temperatures=(3, 20)))) == 33 + 2
     fewer_students = smoke.replace(students=("EfficientNetB0",))
     assert len(estimate.planned_runs(fewer_students)) == 33 - 2 * 2
+
+
+def test_a_robust_profile_plans_notebook_06s_dsnets_trained_without_the_views():
+    for plain, robust in (("kaggle-cpu", "kaggle-cpu-robust"), ("colab", "colab-robust")):
+        before, after = config.get_profile(plain), config.get_profile(robust)
+        assert len(estimate.planned_runs(after)) == hand_count(after) == hand_count(before) + 4 * len(after.seeds)
+        rows = {r["what"]: r for r in estimate.plan_table(after)}
+        extra = rows["DSNet trained without the views: distilled, uniform and shuffled teacher, no teacher"]
+        assert extra["new"] == extra["asked"] == 4 * len(after.seeds)
+        assert {dict(r.settings).get("teacher_control") for r in extra["runs"]} == {None, "uniform", "shuffled"}
+        assert all(dict(r.settings)["robust"] is False for r in extra["runs"])
+        assert not any("without the views" in r["what"] for r in estimate.plan_table(before))
 
 
 def test_another_choice_on_validation_changes_which_runs_coincide():

@@ -130,6 +130,11 @@ def notebook_plan(p: config.Profile, chosen: dict) -> list[tuple[str, str, tuple
     converged = [("03", f"DSNet with and without teacher, up to {p.converged_epochs} epochs (convergence check)",
                   dsnet, [{"temperature": p.temperature, "alpha": p.alpha, "converged": True},
                           {**no_teacher, "converged": True}])]
+    # A robust teacher and students: DSNet also trained without the views (choices.compared_models).
+    without_views = [("06", "DSNet trained without the views: distilled, uniform and shuffled teacher, no teacher",
+                      dsnet, [{**at_chosen, "robust": False},
+                              *({**at_chosen, "robust": False, "teacher_control": c} for c in ("uniform", "shuffled")),
+                              {**no_teacher, "robust": False}])]
     return [
         *(pretraining if p.teacher_pretrain_per_class else []),
         ("02", "ResNet50 teacher (once, the profile's seed)", (TEACHER,), [{}]),
@@ -144,6 +149,7 @@ def notebook_plan(p: config.Profile, chosen: dict) -> list[tuple[str, str, tuple
         ("05", "large students without teacher", p.students, [no_teacher]),
         ("05", "DSNet with and without teacher", dsnet, [at_chosen, no_teacher]),
         ("06", "DSNet and EfficientNetB0 at the chosen T and alpha", ("DSNet", "EfficientNetB0"), [at_chosen]),
+        *(without_views if p.robust_teacher and p.robust_students else []),
         ("06", "batch-size sweep (Table 6)", dsnet, [{**at_chosen, "batch_size": b} for b in p.batch_sizes]),
         ("07", "KD gain: without teacher, temperature sweep", dsnet, [no_teacher, *sweep_eq5]),
         ("07", "ablation: eq. (5), T^2, KL at the chosen T and alpha", dsnet,
@@ -416,7 +422,7 @@ def from_step_times(profile: config.Profile, step_times: dict, chosen: dict | No
 
 
 NOTEBOOK_NAMES = {"02": "02 teacher", "03": "03 distil DSNet", "04": "04 T and alpha sweep",
-                  "05": "05 large students", "06": "06 results (batch sizes)", "07": "07 controls, ablation"}
+                  "05": "05 large students", "06": "06 results", "07": "07 controls, ablation"}
 
 
 def report(result: dict, plan: list[dict] | None = None) -> str:
