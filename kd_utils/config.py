@@ -1,6 +1,6 @@
 """Run profiles: every knob of an experiment, one declarative profile each.
 
-Six profiles share one code path and differ only in scale:
+Seven profiles share one code path and differ only in scale and switches:
 
 * ``paper`` - Colab GPU, the real ISIC images, 224 px, ImageNet weights and
   the paper's epochs and sweeps.
@@ -13,6 +13,8 @@ Six profiles share one code path and differ only in scale:
 * ``kaggle-cpu-robust`` - ``kaggle-cpu`` with every model trained on views
   that break the dataset's frame and exposure shortcuts and with averaged
   student weights (:data:`ROBUST_CHANGES`).
+* ``colab-robust`` - ``colab`` with the same switches (:data:`ROBUST_CHANGES`):
+  the robust models at the paper's scale, on a Colab GPU.
 * ``cpu``   - a machine without GPU and without the real images: generated
   lesions, small images, no pretrained weights, a few epochs.
 * ``smoke`` - continuous integration: the smallest run that still exercises
@@ -26,8 +28,8 @@ Environment variables, read when a profile is resolved, never at import
 (how ``auto`` chooses a profile for a notebook or ``reproduce`` is
 :mod:`kd_utils.experiments.notebook`):
 
-* ``KD_PROFILE``   - default profile name (``paper``, ``colab``, ``kaggle-cpu``,
-  ``cpu``, ``smoke`` or ``paper-dry-run``).
+* ``KD_PROFILE``   - default profile name (``paper``, ``colab``, ``colab-robust``,
+  ``kaggle-cpu``, ``kaggle-cpu-robust``, ``cpu``, ``smoke`` or ``paper-dry-run``).
 * ``KD_SEEDS``, ``KD_STUDENTS`` - what a notebook's empty ``SEEDS`` /
   ``STUDENTS`` parameter means instead of the profile's (``"10"``,
   ``"EfficientNetB0"``): how CI runs the notebooks with one seed.
@@ -43,7 +45,7 @@ import os
 from . import paths
 
 
-PROFILE_NAMES = ("paper", "kaggle-cpu", "kaggle-cpu-robust", "cpu", "smoke", "colab")
+PROFILE_NAMES = ("paper", "kaggle-cpu", "kaggle-cpu-robust", "cpu", "smoke", "colab", "colab-robust")
 #: The profile that runs on the real Kaggle images without a GPU.
 REAL_CPU = "kaggle-cpu"
 
@@ -428,6 +430,10 @@ PROFILES["colab"] = PROFILES["paper"].replace(name="colab", **COLAB_CHANGES)
 #: frame: :func:`kd_utils.tools.shortcuts.light_shift`.)
 ROBUST_CHANGES = {"robust_teacher": True, "robust_students": True, "student_weight_average": 0.99}
 PROFILES["kaggle-cpu-robust"] = PROFILES["kaggle-cpu"].replace(name="kaggle-cpu-robust", **ROBUST_CHANGES)
+#: The same switches on ``colab``: ImageNet weights, 224 px, the paper's epochs,
+#: on a Colab GPU. Measured on CPU at small scale only (``kaggle-cpu-robust``);
+#: its own numbers come from its own run on a GPU.
+PROFILES["colab-robust"] = PROFILES["colab"].replace(name="colab-robust", **ROBUST_CHANGES)
 
 
 #: The name of :func:`dry_run_profile`.

@@ -53,6 +53,17 @@ def test_colab_is_paper_with_exactly_the_documented_changes():
     assert "colab" in config.PROFILE_NAMES and paths.artifacts_dir(colab).name == "colab"
 
 
+def test_each_robust_profile_is_its_plain_one_with_exactly_the_robust_changes():
+    for plain, robust in (("kaggle-cpu", "kaggle-cpu-robust"), ("colab", "colab-robust")):
+        before, after = config.get_profile(plain), config.get_profile(robust)
+        differ = {f.name for f in dataclasses.fields(config.Profile)
+                  if getattr(before, f.name) != getattr(after, f.name)}
+        assert differ == {"name", *config.ROBUST_CHANGES}
+        assert after.robust_teacher and after.robust_students and not after.color_constancy
+        assert paths.artifacts_dir(after).name == robust
+    assert config.get_profile("colab-robust").mixed_precision and config.get_profile("colab-robust").image_size == 224
+
+
 def test_notebook_parameters_override_jit_and_students(capsys):
     profile = notebook.notebook_profile("smoke", "", False, True, "EfficientNetB0")
     assert profile.jit_compile is True and profile.students == ("EfficientNetB0",)
@@ -177,11 +188,12 @@ def test_student_patience_is_a_whole_number_or_none():
             config.get_profile("smoke", student_patience=bad)
 
 
-def test_students_weight_average_is_a_momentum_in_the_robust_profile_only():
+def test_students_weight_average_is_a_momentum_in_the_robust_profiles_only():
     from kd_utils.experiments import runs
 
-    assert config.get_profile("kaggle-cpu-robust").student_weight_average == 0.99
-    assert all(config.get_profile(n).student_weight_average is None for n in ("paper", "kaggle-cpu", "cpu", "smoke"))
+    assert all(config.get_profile(n).student_weight_average == 0.99 for n in ("kaggle-cpu-robust", "colab-robust"))
+    assert all(config.get_profile(n).student_weight_average is None
+               for n in ("paper", "colab", "kaggle-cpu", "cpu", "smoke"))
     for bad in (0.0, 1.0, 1, "0.9"):
         with pytest.raises(ValueError, match="student_weight_average must be None or a momentum in \\(0, 1\\)"):
             config.get_profile("smoke", student_weight_average=bad)

@@ -480,3 +480,31 @@ def test_fit_refuses_a_second_swap_of_the_averaged_weights(tmp_path):
     with pytest.raises(ValueError, match="pass no SwapEMAWeights"):
         training.fit(averaging_classifier(), separable_data(), separable_data(seed=1), 1, tmp_path, verbose=0,
                      callbacks=[keras.callbacks.SwapEMAWeights(swap_on_epoch=True)])
+
+
+def test_averaged_weights_under_float16_and_loss_scaling_are_the_ones_kept(tmp_path):
+    """``colab-robust`` on a GPU: a mixed_float16 model whose Adam keeps the
+    average sits inside a LossScaleOptimizer; the average is still what is
+    validated and kept, the raw weights what trains."""
+    from kd_utils.experiments import runs
+
+    with runs.build_scope(None, mixed_precision=True):
+        model = small_classifier(0, dropout=0.3)
+    model.compile(optimizer=runs.optimizer(0.05, True, weight_average=0.9),
+                  loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+                  metrics=[keras.metrics.CategoricalAccuracy()])
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert model.layers[-1].compute_dtype == "float16" and model.layers[-1].variable_dtype == "float32"
+    raw, forced = RawWeights(), ForcedValAccuracy((0.5, 0.9))
+    info = training.fit(model, shuffled_epochs(), separable_data(seed=1), 2, tmp_path, seed=3, verbose=0,
+                        callbacks=[raw, forced])
+    assert info["best_epoch"] == 2
+    average = raw.after_each_step[0]
+    for step in raw.after_each_step[1:]:
+        average = [0.9 * a + 0.1 * w for a, w in zip(average, step)]
+    for ours, by_hand, last in zip(model.trainable_variables, average, raw.after_each_step[-1]):
+        np.testing.assert_allclose(np.asarray(ours), by_hand, rtol=1e-4, atol=1e-5)
+        assert not np.allclose(by_hand, last, rtol=1e-3)
+    kept = keras.saving.load_model(tmp_path / "best.keras")
+    for ours, file in zip(model.get_weights(), kept.get_weights()):
+        np.testing.assert_array_equal(ours, file)
