@@ -17,7 +17,9 @@
     file, a few synthetic images in the paper dataset's folder layout, one
     epoch, one seed, two values per sweep; results in
     ``results/paper-dry-run/``. Proves the path runs; its numbers mean
-    nothing. ``--dry-run`` with another profile is a usage error.
+    nothing. ``--profile colab-robust --dry-run``: the same with that
+    profile's switches (``colab-robust-dry-run``). ``--dry-run`` with
+    another profile is a usage error.
 ``python -m kd_utils estimate [--profile ...] [--flops] [--steps N] [--json] [same overrides as reproduce]``
     Every training run notebooks 02-07 make for the profile and how many
     hours they take: timed from ``--steps`` training steps per model on this
@@ -152,9 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--only", nargs="*", metavar="PREFIX", help="notebook prefixes to run, e.g. 01 02")
     _add_overrides(rep, "recorded in every run")
     rep.add_argument("--dry-run", action="store_true",
-                     help="with --profile paper: its code path on local stand-ins (generated images and weights "
-                          "files, one epoch, one seed, short sweeps) in results/paper-dry-run; no download, "
-                          "numbers meaningless")
+                     help="with --profile paper (or colab-robust): its code path on local stand-ins (generated "
+                          "images and weights files, one epoch, one seed, short sweeps) in results/paper-dry-run "
+                          "(colab-robust-dry-run); no download, numbers meaningless")
     rep.add_argument("--shard", metavar="I/N", default=None,
                      help="train shard I of N of every sweep's runs (sessions sharing one artifacts folder); "
                           "default: $KD_SHARD")

@@ -438,10 +438,19 @@ PROFILES["colab-robust"] = PROFILES["colab"].replace(name="colab-robust", **ROBU
 
 #: The name of :func:`dry_run_profile`.
 DRY_RUN = "paper-dry-run"
+#: The name of :func:`dry_run_profile` with the robust switches (``robust=True``).
+ROBUST_DRY_RUN = "colab-robust-dry-run"
+#: ``--dry-run``'s profile for each profile it applies to.
+DRY_RUNS = {"paper": DRY_RUN, "colab-robust": ROBUST_DRY_RUN}
 
 
-def dry_run_profile() -> Profile:
-    """``paper`` on stand-ins, at the smallest scale that still runs every step.
+def dry_run_profile(robust: bool = False) -> Profile:
+    """``paper`` on stand-ins, at the smallest scale that still runs every step;
+    with ``robust``, also with ``colab-robust``'s switches (:data:`ROBUST_CHANGES`,
+    and its mixed precision, which applies on a GPU only): that profile's
+    code path (the views at 224 px, from ImageNet-format weights files, the
+    averaged weights, notebook 06's DSNets trained without the views) on the
+    same stand-ins.
 
     The code path is the paper's: 224 px, the ``folder`` data source, every
     keras.applications backbone built with its weights loaded from a file,
@@ -457,9 +466,11 @@ def dry_run_profile() -> Profile:
     the run (timings in docs/profiles.md). The computation is the same; the
     traced steps are the ones ``cpu`` and the unit tests run.
     """
-    stand_ins = paths.data_dir() / DRY_RUN
+    stand_ins = paths.data_dir() / DRY_RUN  # both dry runs share the stand-ins
+    robust_changes = {**ROBUST_CHANGES, "mixed_precision": True} if robust else {}
     return PROFILES["paper"].replace(
-        name=DRY_RUN,
+        name=ROBUST_DRY_RUN if robust else DRY_RUN,
+        **robust_changes,
         data_root=str(stand_ins / "images"),
         weights=str(stand_ins / "weights"),
         stand_ins=True,
@@ -476,14 +487,14 @@ def dry_run_profile() -> Profile:
 
 def profile_names() -> tuple[str, ...]:
     """Every name :func:`get_profile` accepts."""
-    return (*PROFILE_NAMES, DRY_RUN)
+    return (*PROFILE_NAMES, DRY_RUN, ROBUST_DRY_RUN)
 
 
 def get_profile(name: str | None = None, **overrides) -> Profile:
     """The profile ``name``, else ``$KD_PROFILE``, else ``cpu``; with overrides."""
     name = name or os.environ.get("KD_PROFILE") or "cpu"
-    if name == DRY_RUN:
-        profile = dry_run_profile()
+    if name in (DRY_RUN, ROBUST_DRY_RUN):
+        profile = dry_run_profile(robust=name == ROBUST_DRY_RUN)
         return profile.replace(**overrides) if overrides else profile
     if name not in PROFILES:
         raise ValueError(

@@ -15,6 +15,7 @@ import pytest
 
 from kd_utils import config, models, paths
 from kd_utils.experiments import dry_run, notebook
+from kd_utils.tools import commands
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -41,6 +42,21 @@ def test_dry_run_profile_is_paper_but_for_scale_and_stand_ins(tmp_path, monkeypa
     assert notebook.notebook_profile("paper-dry-run", "11").seeds == (11,)
     # The paper profile itself is untouched.
     assert paper.weights == "imagenet" and paper.data_root is None and not paper.stand_ins
+
+
+def test_the_robust_dry_run_is_the_paper_dry_run_with_colab_robusts_switches(tmp_path, monkeypatch):
+    monkeypatch.setenv("KD_DATA_DIR", str(tmp_path / "d"))
+    dry, robust = config.get_profile(config.DRY_RUN), config.get_profile("colab-robust-dry-run")
+    assert robust == config.dry_run_profile(robust=True) and robust.name == config.ROBUST_DRY_RUN
+    differs = {f for f in dry.__dataclass_fields__ if getattr(dry, f) != getattr(robust, f)}
+    assert differs == {"name", "mixed_precision", *config.ROBUST_CHANGES}
+    colab_robust = config.get_profile("colab-robust")
+    assert all(getattr(robust, k) == getattr(colab_robust, k) for k in (*config.ROBUST_CHANGES, "mixed_precision"))
+    assert robust.data_root == dry.data_root and robust.weights == dry.weights  # the same stand-ins
+    assert commands.dry_run_profile_name("colab-robust") == "colab-robust-dry-run"
+    assert commands.dry_run_profile_name(None) == commands.dry_run_profile_name("paper") == "paper-dry-run"
+    with pytest.raises(commands.UsageError, match="give --profile paper or colab-robust"):
+        commands.dry_run_profile_name("colab")
 
 
 def test_a_weights_folder_gives_each_backbone_its_file(tmp_path):

@@ -66,13 +66,14 @@ def check_profile_env() -> None:
 
 
 def dry_run_profile_name(profile: str | None) -> str:
-    """``--dry-run`` runs the paper profile on stand-ins; another ``--profile`` is refused."""
+    """``--dry-run`` runs the paper profile (or ``colab-robust``) on stand-ins; another ``--profile`` is refused."""
     from .. import config
 
-    if profile not in (None, "paper"):
+    if profile not in (None, *config.DRY_RUNS):
         raise UsageError(f"--dry-run runs the paper profile's code path on stand-ins; it does not apply to "
-                         f"--profile {profile} (leave --profile out or give --profile paper)")
-    return config.DRY_RUN
+                         f"--profile {profile} (leave --profile out, or give --profile "
+                         f"{' or '.join(config.DRY_RUNS)})")
+    return config.DRY_RUNS[profile or "paper"]
 
 
 def check_folder(path: Path, what: str) -> None:
