@@ -259,6 +259,7 @@ def test_light_shift_is_the_casts_log_gains_and_nothing_for_a_frame():
     from kd_utils.models import ShadesOfGray
 
     layer = ShadesOfGray()
+    assert layer.p == shortcuts.LIGHT_NORM  # the estimate light_shift measures is the layer's own
     framed_then_balanced = np.asarray(layer(shortcuts.black_frame(images[0], 0.75)[None]))[0]
     balanced = np.round(np.asarray(layer(images[:1]))[0]).astype(np.uint8)
     assert np.abs(framed_then_balanced - shortcuts.black_frame(balanced, 0.75)).max() <= 2

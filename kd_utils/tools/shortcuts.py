@@ -231,6 +231,14 @@ LIGHT_NORM = 6.0
 LIGHT_OUTSIDE = 0.6
 
 
+def _log_light(x: np.ndarray, axis) -> np.ndarray:
+    """The Shades of Gray estimate of the light in ``x`` (float, 0-1, channels
+    last): the :data:`LIGHT_NORM`-norm mean over ``axis``, as ``[..., (log
+    red/green, log blue/green)]``."""
+    light = np.mean(x**LIGHT_NORM, axis=axis) ** (1.0 / LIGHT_NORM) + 1e-6
+    return np.log(light[..., [0, 2]] / light[..., [1]])
+
+
 def light_colour(path, size: int = 64) -> dict:
     """The colour of the light one image was taken under, read at ``size`` px
     from the skin around the lesion: the Shades of Gray estimate (the
@@ -249,8 +257,8 @@ def light_colour(path, size: int = 64) -> dict:
     outside = np.hypot(axis[:, None], axis[None, :]) / np.sqrt(2.0) > LIGHT_OUTSIDE
     lit = outside & (rgb.mean(-1) >= BLACK_FRAME / 255.0)
     pixels = rgb[lit] if lit.any() else rgb.reshape(-1, 3)  # all black there: the whole image
-    light = np.mean(pixels**LIGHT_NORM, axis=0) ** (1.0 / LIGHT_NORM) + 1e-6
-    return {"light red/green": float(np.log(light[0] / light[1])), "light blue/green": float(np.log(light[2] / light[1]))}
+    red_green, blue_green = _log_light(pixels, axis=0)
+    return {"light red/green": float(red_green), "light blue/green": float(blue_green)}
 
 
 def light_shift(images: np.ndarray, transforms=BATTERY) -> pd.DataFrame:
@@ -264,9 +272,7 @@ def light_shift(images: np.ndarray, transforms=BATTERY) -> pd.DataFrame:
     from the layer."""
 
     def light(batch):
-        x = batch.astype(np.float64) / 255.0
-        estimate = np.mean(x**LIGHT_NORM, axis=(1, 2)) ** (1.0 / LIGHT_NORM) + 1e-6
-        return np.log(estimate[:, [0, 2]] / estimate[:, [1]])
+        return _log_light(batch.astype(np.float64) / 255.0, axis=(1, 2))
 
     before = light(images)
     rows = {}
@@ -300,9 +306,9 @@ def artefacts(frame: pd.DataFrame, size: int = 64) -> pd.DataFrame:
     if "split" in table:  # rows in the splits' own order (train, val, test), not alphabetical
         table["split"] = pd.Categorical(table.split, categories=[s for s in SPLITS if s in set(table.split)])
     keys = [k for k in ("split", "class") if k in table]
-    columns = ["dark corners", "black frame", "brightness", *light.columns]
-    out = table.groupby(keys, observed=True)[columns].mean()
-    out.insert(0, "images", table.groupby(keys, observed=True).size())
+    groups = table.groupby(keys, observed=True)
+    out = groups[["dark corners", "black frame", "brightness", *light.columns]].mean()
+    out.insert(0, "images", groups.size())
     return out
 
 
