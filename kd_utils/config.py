@@ -245,6 +245,13 @@ class Profile:
                             seeds=self.seeds[:2])
 
     @property
+    def compares_without_views(self) -> bool:
+        """Notebook 06 also trains DSNet without the robust views - distilled,
+        on the two control teachers' soft targets and without a teacher -
+        when the teacher and the students train on them."""
+        return self.robust_teacher and self.robust_students
+
+    @property
     def teacher_size(self) -> int:
         """The teacher's input size (:attr:`teacher_image_size`, else :attr:`image_size`)."""
         return self.teacher_image_size or self.image_size
@@ -487,13 +494,13 @@ def dry_run_profile(robust: bool = False) -> Profile:
 
 def profile_names() -> tuple[str, ...]:
     """Every name :func:`get_profile` accepts."""
-    return (*PROFILE_NAMES, DRY_RUN, ROBUST_DRY_RUN)
+    return (*PROFILE_NAMES, *DRY_RUNS.values())
 
 
 def get_profile(name: str | None = None, **overrides) -> Profile:
     """The profile ``name``, else ``$KD_PROFILE``, else ``cpu``; with overrides."""
     name = name or os.environ.get("KD_PROFILE") or "cpu"
-    if name in (DRY_RUN, ROBUST_DRY_RUN):
+    if name in DRY_RUNS.values():
         profile = dry_run_profile(robust=name == ROBUST_DRY_RUN)
         return profile.replace(**overrides) if overrides else profile
     if name not in PROFILES:

@@ -145,7 +145,7 @@ def compared_models(profile: config.Profile, manifest, teacher, teacher_record: 
     groups = {"Teacher ResNet50": [teacher_record],
               "DSNet distilled": pipeline.repeat(profile, manifest, teacher, **chosen),
               "DSNet without teacher": pipeline.repeat(profile, manifest, teacher, alpha=1.0)}
-    if profile.robust_teacher and profile.robust_students:
+    if profile.compares_without_views:
         groups["DSNet distilled, trained without the views"] = pipeline.repeat(
             profile, manifest, teacher, robust=False, **chosen)
         for control in runs.TEACHER_CONTROLS:

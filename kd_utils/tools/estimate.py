@@ -121,6 +121,8 @@ def notebook_plan(p: config.Profile, chosen: dict) -> list[tuple[str, str, tuple
     ``chosen`` holds the temperature and alpha notebook 04 chose on validation.
     Update this table when a notebook's calls change.
     """
+    from ..experiments.runs import TEACHER_CONTROLS
+
     T, a = chosen["temperature"], chosen["alpha"]
     at_chosen = {"temperature": T, "alpha": a}
     dsnet, no_teacher = ("DSNet",), {"alpha": 1.0}
@@ -133,7 +135,7 @@ def notebook_plan(p: config.Profile, chosen: dict) -> list[tuple[str, str, tuple
     # A robust teacher and students: DSNet also trained without the views (choices.compared_models).
     without_views = [("06", "DSNet trained without the views: distilled, uniform and shuffled teacher, no teacher",
                       dsnet, [{**at_chosen, "robust": False},
-                              *({**at_chosen, "robust": False, "teacher_control": c} for c in ("uniform", "shuffled")),
+                              *({**at_chosen, "robust": False, "teacher_control": c} for c in TEACHER_CONTROLS),
                               {**no_teacher, "robust": False}])]
     return [
         *(pretraining if p.teacher_pretrain_per_class else []),
@@ -149,14 +151,14 @@ def notebook_plan(p: config.Profile, chosen: dict) -> list[tuple[str, str, tuple
         ("05", "large students without teacher", p.students, [no_teacher]),
         ("05", "DSNet with and without teacher", dsnet, [at_chosen, no_teacher]),
         ("06", "DSNet and EfficientNetB0 at the chosen T and alpha", ("DSNet", "EfficientNetB0"), [at_chosen]),
-        *(without_views if p.robust_teacher and p.robust_students else []),
+        *(without_views if p.compares_without_views else []),
         ("06", "batch-size sweep (Table 6)", dsnet, [{**at_chosen, "batch_size": b} for b in p.batch_sizes]),
         ("07", "KD gain: without teacher, temperature sweep", dsnet, [no_teacher, *sweep_eq5]),
         ("07", "ablation: eq. (5), T^2, KL at the chosen T and alpha", dsnet,
          [at_chosen, {**at_chosen, "scale_by_t2": True}, {**at_chosen, "soft_loss": "kl"}]),
         ("07", "calibration: DSNet at the chosen T and alpha", dsnet, [at_chosen]),
         ("07", "controls: uniform and shuffled teacher (no and real teacher: above)", dsnet,
-         [{**at_chosen, "teacher_control": c} for c in ("uniform", "shuffled")]),
+         [{**at_chosen, "teacher_control": c} for c in TEACHER_CONTROLS]),
     ]
 
 
